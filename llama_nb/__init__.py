@@ -1,0 +1,1 @@
+"""Baby Llama from Scratch: the package exported from the book's notebooks."""

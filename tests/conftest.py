@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Developers and CI keep a copy of the corpus in ../shared beside the checkout; use it when nothing else is set.
+SHARED_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+if SHARED_COPY.is_file():
+    os.environ.setdefault("LLAMA_NB_TINYSHAKESPEARE", str(SHARED_COPY))
+
+
+@pytest.fixture(scope="session")
+def corpus_path() -> Path:
+    "A verified local TinyShakespeare (session-scoped, so it resolves before any test changes the environment)."
+    from llama_nb.data import tinyshakespeare_path
+
+    return tinyshakespeare_path()
+
+
+@pytest.fixture(scope="session")
+def corpus_text(corpus_path) -> str:
+    return corpus_path.read_text(encoding="utf-8")
