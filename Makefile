@@ -10,7 +10,6 @@ STRICT_NOTEBOOKS := $(sort $(wildcard notebooks/0[0-6]_*.ipynb))
 # The GPU chapter runs in CI in smoke mode, where its outputs differ from the stored GPU run: lax mode.
 LAX_NOTEBOOKS := $(wildcard notebooks/07_*.ipynb)
 NBVAL_OPTS := --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: help install book test lint export check-export lab clean
