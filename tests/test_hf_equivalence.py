@@ -1,0 +1,155 @@
+"""llama_nb's Llama is Hugging Face's Llama: the same weights give the same logits.
+
+transformers is a test dependency of the book, not a runtime one.
+"""
+
+import pytest
+import torch
+
+from llama_nb.model import (
+    Llama,
+    LlamaConfig,
+    config_from_hf_dict,
+    config_to_hf_dict,
+    from_hf_state_dict,
+    load_hf_pretrained,
+    save_hf_pretrained,
+    to_hf_state_dict,
+)
+from llama_nb.rope import permute_hf_to_meta
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
+
+CONFIGS = {
+    "mha-tied": dict(vocab_size=128, dim=64, n_layers=2, n_heads=4),
+    "mha-untied": dict(vocab_size=100, dim=32, n_layers=1, n_heads=2, tie_embeddings=False),
+    "gqa-untied": dict(vocab_size=200, dim=64, n_layers=3, n_heads=8, n_kv_heads=2, tie_embeddings=False),
+    "gqa-tied-theta": dict(vocab_size=150, dim=96, n_layers=2, n_heads=6, n_kv_heads=3, rope_theta=500000.0),
+    "mqa-tied": dict(vocab_size=96, dim=48, n_layers=2, n_heads=6, n_kv_heads=1, norm_eps=1e-6),
+    "mqa-untied-hidden": dict(vocab_size=64, dim=64, n_layers=2, n_heads=4, n_kv_heads=1, hidden_dim=100,
+                              tie_embeddings=False),
+    "larger": dict(vocab_size=512, dim=128, n_layers=4, n_heads=8, n_kv_heads=4, max_seq_len=64),
+}
+
+
+def randomise(model, seed=0):
+    "Random values for every parameter, norm gains included, so that a swapped or shared tensor shows."
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            noise = torch.randn(p.shape, generator=g)
+            p.copy_(1 + 0.2 * noise if p.dim() == 1 else 0.1 * noise)
+    return model
+
+
+def our_model(name, seed=0) -> Llama:
+    torch.manual_seed(seed)
+    return randomise(Llama(LlamaConfig(**{"max_seq_len": 32, **CONFIGS[name]})), seed).eval()
+
+
+def hf_model_for(config: LlamaConfig):
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig.from_dict(config_to_hf_dict(config))).eval()
+
+
+def ids_for(config, B=2, T=20, seed=0):
+    return torch.randint(0, config.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def max_diff(ours, hf, x) -> float:
+    with torch.no_grad():
+        return (ours(x)[0] - hf(x).logits).abs().max().item()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_same_logits_as_transformers(name):
+    ours = our_model(name)
+    hf = hf_model_for(ours.config)
+    hf.load_state_dict(to_hf_state_dict(ours))  # strict: every tensor has a counterpart
+    assert hf.config.tie_word_embeddings == ours.config.tie_embeddings
+    assert sum(p.numel() for p in hf.parameters()) == ours.num_parameters()
+    x = ids_for(ours.config)
+    assert max_diff(ours, hf, x) < 1e-5
+    with torch.no_grad():  # the loss too (HF shifts the labels itself)
+        loss_hf = hf(x, labels=x).loss
+        _, loss = ours(x[:, :-1], x[:, 1:])
+    assert abs(loss.item() - loss_hf.item()) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["mha-tied", "gqa-untied", "mqa-tied"])
+def test_transformers_model_loads_into_llama_nb(name):
+    ref = our_model(name)  # only for the config
+    torch.manual_seed(1)
+    hf = randomise(hf_model_for(ref.config), seed=1)
+    config = config_from_hf_dict(hf.config.to_dict())
+    ours = from_hf_state_dict(hf.state_dict(), config).eval()
+    assert max_diff(ours, hf, ids_for(config)) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["mha-tied", "gqa-untied"])
+def test_save_hf_pretrained_loads_with_auto_model(tmp_path, name):
+    ours = our_model(name)
+    save_hf_pretrained(ours, tmp_path / "model")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    assert type(hf).__name__ == "LlamaForCausalLM"
+    assert hf.dtype == torch.float32
+    assert max_diff(ours, hf, ids_for(ours.config)) < 1e-5
+    # and HF's generate runs on it, greedy, with its own cache
+    prompt = ids_for(ours.config, B=1, T=4)
+    out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
+                      pad_token_id=0)
+    assert out.shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", ["mha-tied", "gqa-untied"])
+def test_hf_save_pretrained_loads_into_llama_nb(tmp_path, name):
+    torch.manual_seed(2)
+    hf = randomise(hf_model_for(our_model(name).config), seed=2)
+    hf.save_pretrained(tmp_path / "hf")
+    ours = load_hf_pretrained(tmp_path / "hf").eval()
+    assert max_diff(ours, hf, ids_for(ours.config)) < 1e-5
+
+
+def test_kv_cache_matches_transformers_cache():
+    ours = our_model("gqa-untied")
+    hf = hf_model_for(ours.config)
+    hf.load_state_dict(to_hf_state_dict(ours))
+    x = ids_for(ours.config, B=1, T=12)
+    with torch.no_grad():
+        cache = ours.new_cache(1)
+        steps = [ours(x[:, :5], cache=cache)[0]] + [ours(x[:, t : t + 1], cache=cache)[0] for t in range(5, 12)]
+        full_hf = hf(x).logits
+    assert (torch.cat(steps, dim=1) - full_hf).abs().max().item() < 1e-5
+
+
+def test_comparison_detects_a_shared_norm():
+    "The seed's bug (one norm for attention and feed-forward) is caught when the norm gains differ."
+    ours = our_model("mha-tied")
+    hf = hf_model_for(ours.config)
+    hf.load_state_dict(to_hf_state_dict(ours))
+    for layer in ours.layers:
+        layer.ffn_norm = layer.attention_norm
+    assert max_diff(ours, hf, ids_for(ours.config)) > 1e-2
+
+
+def test_comparison_detects_meta_rope_layout():
+    "q/k weights left in Meta's interleaved layout give different logits: they must be permuted."
+    ours = our_model("gqa-untied")
+    hf = hf_model_for(ours.config)
+    hf.load_state_dict(to_hf_state_dict(ours))
+    with torch.no_grad():
+        for layer in ours.layers:
+            a = layer.attention
+            a.wq.weight.copy_(permute_hf_to_meta(a.wq.weight, a.n_heads))
+            a.wk.weight.copy_(permute_hf_to_meta(a.wk.weight, a.n_kv_heads))
+    assert max_diff(ours, hf, ids_for(ours.config)) > 1e-2
+
+
+def test_comparison_detects_swapped_gate_and_up():
+    ours = our_model("mha-tied")
+    hf = hf_model_for(ours.config)
+    sd = to_hf_state_dict(ours)
+    gate, up = "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"
+    hf.load_state_dict({**sd, gate: sd[up], up: sd[gate]})
+    assert max_diff(ours, hf, ids_for(ours.config)) > 1e-2
