@@ -1,0 +1,129 @@
+"""The command lines `python -m llama_nb.train [generate]` and benchmarks/bench_quality.py, on a tiny preset."""
+
+import json
+import runpy
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from llama_nb.train import main, read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory, corpus_text) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
+    path.write_text(corpus_text[:40_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory, corpus_file) -> Path:
+    "A 5-step tiny run made by the CLI (shared by the tests below)."
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    proc = run("-m", "llama_nb.train", "--preset", "tiny", "--max-steps", "5", "--data", str(corpus_file),
+               "--out-dir", str(out), "--no-progress", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "done: 5 steps" in proc.stdout and "nats/char" in proc.stdout
+    return out
+
+
+def test_help():
+    proc = run("-m", "llama_nb.train", "--help")
+    assert proc.returncode == 0
+    for option in ("--preset", "--dim", "--n-layers", "--lr", "--max-steps", "--batch-size", "--seq-len",
+                   "--vocab-size", "--data", "--out-dir", "--resume", "--seed", "--eval-interval", "--device"):
+        assert option in proc.stdout, option
+    proc = run("-m", "llama_nb.train", "generate", "--help")
+    assert proc.returncode == 0
+    for option in ("--checkpoint", "--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
+                   "--greedy"):
+        assert option in proc.stdout, option
+
+
+def test_train_writes_a_checkpoint(trained_dir):
+    ckpt, state = read_checkpoint(trained_dir)
+    assert ckpt == trained_dir / "step_000005" and state["step"] == 5
+    assert state["model_config"]["dim"] == 32 and state["train_config"]["seed"] == 3
+    assert len(state["history"]["loss"]) == 5
+
+
+def test_resume_continues_the_run(trained_dir, corpus_file, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(trained_dir, out)
+    proc = run("-m", "llama_nb.train", "--resume", "--max-steps", "8", "--data", str(corpus_file),
+               "--out-dir", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed from" in proc.stdout and "at step 5" in proc.stdout and "done: 8 steps" in proc.stdout
+    _, state = read_checkpoint(out)
+    assert state["step"] == 8 and len(state["history"]["loss"]) == 8
+    assert state["history"]["loss"][:5] == read_checkpoint(trained_dir)[1]["history"]["loss"]
+
+
+def test_generate_from_the_checkpoint(trained_dir, capsys):
+    args = ["generate", "--checkpoint", str(trained_dir), "--prompt", "ROMEO:", "--max-new-tokens", "12", "--seed", "1"]
+    proc = run("-m", "llama_nb.train", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ROMEO:") and len(proc.stdout) > len("ROMEO:\n")
+    assert main(args) == 0
+    assert capsys.readouterr().out == proc.stdout  # the same seed gives the same sample, in any process
+    assert main([*args, "--greedy", "--top-p", "1"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+    assert main(["generate", "--checkpoint", str(trained_dir), "--max-new-tokens", "500", "--greedy"]) == 0
+    assert "context of 32 tokens is full" in capsys.readouterr().err
+
+
+def test_cli_errors_are_clear(trained_dir, corpus_file, tmp_path, capsys):
+    base = ["--data", str(corpus_file), "--no-progress"]
+    assert main(["--preset", "tiny", "--out-dir", str(trained_dir), *base]) == 1  # would overwrite a run
+    assert "already holds a checkpoint: pass resume=True (--resume)" in capsys.readouterr().err
+    assert main(["--resume", "--dim", "64", "--out-dir", str(trained_dir), *base]) == 1
+    err = capsys.readouterr().err
+    assert "Cannot resume" in err and "--dim 64 (checkpoint: 32)" in err
+    assert main(["--resume", "--out-dir", str(tmp_path / "nothing"), *base]) == 1
+    assert "No checkpoint at" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # bad values are usage errors
+        main(["--preset", "tiny", "--lr", "-1", "--out-dir", str(tmp_path / "x"), *base])
+    assert e.value.code == 2 and "min_lr <= lr" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["--preset", "tiny", "--device", "cuda", "--out-dir", str(tmp_path / "gpu"), *base]) == 1
+        assert "CUDA is not available here: use device='cpu' (--device cpu)" in capsys.readouterr().err
+    assert main(["generate", "--checkpoint", str(tmp_path / "nothing")]) == 1
+    assert "No checkpoint at" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--checkpoint", str(trained_dir), "--top-p", "1.5"])
+    assert e.value.code == 2 and "top_p must be in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--checkpoint", str(trained_dir), "--prompt", ""])
+    assert e.value.code == 2 and "prompt is empty" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:'llama_nb.train' found in sys.modules:RuntimeWarning")
+def test_main_guard_does_not_run_inside_a_notebook_kernel(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["llama_nb.train", "--help"])
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    runpy.run_module("llama_nb.train", run_name="__main__")  # would print help and exit without the guard
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    with pytest.raises(SystemExit) as e:
+        runpy.run_module("llama_nb.train", run_name="__main__")
+    assert e.value.code == 0
+
+
+def test_bench_quality_runs(corpus_file):
+    proc = run("benchmarks/bench_quality.py", "--preset", "tiny", "--budget", "1", "--data", str(corpus_file),
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row["threads"] == 2 and row["steps"] > 0 and 1.0 <= row["train_s"] < 5.0
+    assert 0 < row["val_nats_per_char"] < 10 and row["budget_s"] == 1.0
