@@ -117,13 +117,15 @@ def decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def configure_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
-                        betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8) -> torch.optim.AdamW:
-    "AdamW with two parameter groups: `weight_decay` on the matrices of `decay_groups`, none on the rest."
+                        betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                        fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: `weight_decay` on the matrices of `decay_groups`, none on the rest.
+    `fused=True` updates all parameters in a few CUDA kernels (Chapter 7); None lets PyTorch choose."""
     decay, no_decay = decay_groups(model)
     params = dict(model.named_parameters())
     groups = [{"params": [params[n] for n in decay], "weight_decay": weight_decay},
               {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 # %% ../notebooks/06_training.ipynb #c019
 def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
@@ -138,24 +140,43 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps:
 
 # %% ../notebooks/06_training.ipynb #c022
 from collections.abc import Callable
+from contextlib import nullcontext
+
+from torch.nn.parallel import DistributedDataParallel
+
+from .gpu import autocast_context
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], lr: float,
-               grad_accum_steps: int = 1, grad_clip: float = 1.0) -> tuple[float, float]:
+               grad_accum_steps: int = 1, grad_clip: float = 1.0, *, amp_dtype: torch.dtype = torch.float32,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
     """One optimizer step: set the learning rate, accumulate gradients over `grad_accum_steps` micro-batches from
     `next_batch()`, clip their global norm to `grad_clip` (0: no clipping) and step. Returns the mean loss of the
-    micro-batches and the gradient norm before clipping."""
+    micro-batches and the gradient norm before clipping. Chapter 7 adds: the forward pass under autocast to
+    `amp_dtype`, float16 loss scaling with a GradScaler `scaler`, and a DistributedDataParallel `model`, whose
+    gradients are averaged over the processes once per step, on the last micro-batch."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+    device_type = next(model.parameters()).device.type
     loss_sum = 0.0
-    for _ in range(grad_accum_steps):
+    for i in range(grad_accum_steps):
         x, y = next_batch()
-        _, loss = model(x, y)
-        (loss / grad_accum_steps).backward()  # the sum of the scaled losses has the gradient of the mean
+        skip_sync = isinstance(model, DistributedDataParallel) and i < grad_accum_steps - 1
+        with model.no_sync() if skip_sync else nullcontext():
+            with autocast_context(device_type, amp_dtype):
+                _, loss = model(x, y)
+            scaled = loss / grad_accum_steps  # the sum of the scaled losses has the gradient of the mean
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += loss.item()
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # the true gradients, for clipping and the norm
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)  # skips the step if a gradient overflowed
+        scaler.update()  # and adapts the scale
+    else:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum / grad_accum_steps, float(grad_norm)
 
@@ -473,12 +494,14 @@ def load_model_from_checkpoint(path: str | os.PathLike,
 # %% ../notebooks/06_training.ipynb #c039
 from dataclasses import asdict, fields
 
+from .gpu import DTYPES
+
 
 @dataclass
 class TrainConfig:
     "Everything about a training run except the model's shape (`LlamaConfig`). Validated on creation."
 
-    batch_size: int = 32  # sequences per micro-batch
+    batch_size: int = 32  # sequences per micro-batch, over all processes under torchrun (Chapter 7)
     seq_len: int = 128  # tokens per sequence (<= the model's max_seq_len)
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     max_steps: int = 1000  # optimizer steps; the cosine schedule ends here
@@ -494,7 +517,9 @@ class TrainConfig:
     sample_tokens: int = 64  # tokens generated at each evaluation (0: no samples)
     sample_prompt: str = "ROMEO:"
     seed: int = 1337
-    device: str = "cpu"
+    device: str = "auto"  # auto: the CUDA GPU if there is one, else the CPU; or cpu, cuda, cuda:N, mps (Chapter 7)
+    dtype: str = "float32"  # autocast dtype of the forward pass: float32, bfloat16 or float16 (Chapter 7)
+    compile: bool = False  # torch.compile the model for the training steps (Chapter 7)
     time_budget_s: float | None = None  # stop after this many seconds of training steps (benchmarks)
 
     def __post_init__(self):
@@ -515,6 +540,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be in [0, 1), got {getattr(self, name)!r}.")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("TrainConfig: weight_decay and grad_clip must be >= 0.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TrainConfig: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"TrainConfig: compile must be True or False, got {self.compile!r}.")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ValueError(f"TrainConfig: time_budget_s must be > 0 or None, got {self.time_budget_s!r}.")
 
@@ -535,7 +564,7 @@ class TrainConfig:
 
 # Fields that may change when a run is resumed; any other difference would silently change the run.
 RESUMABLE_CHANGES = ("max_steps", "eval_interval", "eval_batch_size", "sample_tokens", "sample_prompt", "device",
-                     "time_budget_s")
+                     "time_budget_s", "compile")
 
 
 @dataclass
@@ -553,6 +582,9 @@ class TrainResult:
 import time
 
 from tqdm import tqdm
+
+from .gpu import (DistInfo, all_reduce_mean, barrier, distributed, enable_tf32, make_grad_scaler,
+                          rank_slice, resolve_device, resolve_dtype, wrap_ddp)
 
 
 def _new_history() -> dict:
@@ -575,7 +607,9 @@ def train(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, *, out_dir:
     """Train `Llama(config)` on `data` for `tc.max_steps` steps (or `tc.time_budget_s` seconds of steps). Every
     `tc.eval_interval` steps and at the end: full validation pass, a sample, and a checkpoint in `out_dir` (if
     given). `resume=True` continues exactly from out_dir's latest checkpoint. `stop_at` stops after that many steps
-    without changing the schedule (an interruption). All messages go through `log`, all saving through one place."""
+    without changing the schedule (an interruption). All messages go through `log`, all saving through one place.
+    Chapter 7: `tc.device`, `tc.dtype` and `tc.compile` choose the hardware and speed-ups; under `torchrun`, each
+    process trains on its share of every batch with DistributedDataParallel, and rank 0 alone logs and saves."""
     if tc.seq_len > config.max_seq_len:
         raise ValueError(f"seq_len {tc.seq_len} exceeds the model's max_seq_len {config.max_seq_len}.")
     if data.tokenizer.get_vocab_size() > config.vocab_size:
@@ -583,19 +617,33 @@ def train(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, *, out_dir:
                          f"{config.vocab_size}.")
     if resume and out_dir is None:
         raise ValueError("resume=True needs the out_dir that holds the checkpoint.")
-    if torch.device(tc.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {tc.device!r} was asked for, but CUDA is not available here: use device='cpu' "
-                         "(--device cpu).")
+    device = resolve_device(tc.device)  # clear errors for a missing GPU or a GPU without bf16
+    amp_dtype = resolve_dtype(tc.dtype, device)
     if out_dir is not None and not resume and (Path(out_dir) / LATEST_FILE).exists():
         raise CheckpointError(f"{out_dir} already holds a checkpoint: pass resume=True (--resume) to continue it, "
                               "or train into a new directory.")
-    log = log or (tqdm.write if progress else print)
-    torch.manual_seed(tc.seed)  # weight init and dropout
+    with distributed(device) as info:  # one process: a no-op; under torchrun: join the group, leave it at the end
+        return _train_loop(config, tc, data, info, amp_dtype, out_dir=out_dir, resume=resume, stop_at=stop_at,
+                           progress=progress, log=log)
+
+
+def _train_loop(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, info: DistInfo, amp_dtype: torch.dtype,
+                *, out_dir: str | os.PathLike | None, resume: bool, stop_at: int | None, progress: bool,
+                log: Callable[[str], None] | None) -> TrainResult:
+    "The body of `train`, run by every process of `info` (one, without torchrun)."
+    device = info.device
+    if info.is_main:
+        log = log or (tqdm.write if progress else print)
+    else:  # only rank 0 talks
+        log, progress = (lambda message: None), False
+    torch.manual_seed(tc.seed)  # weight init and dropout (the same init on every rank)
     random.seed(tc.seed)
     np.random.seed(tc.seed)
-    model = Llama(config).to(tc.device)
-    optimizer = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2))
-    data_gen = torch.Generator().manual_seed(tc.seed)  # the batch order; under DDP: one per rank, seed + rank
+    model = Llama(config).to(device)
+    optimizer = configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2),
+                                    fused=True if device.type == "cuda" else None)
+    scaler = make_grad_scaler(device, amp_dtype)  # float16 only
+    data_gen = torch.Generator().manual_seed(tc.seed)  # the batch order: the same generator on every rank
     step, history, ckpt = 0, _new_history(), None
     if resume:
         state = load_checkpoint(out_dir, model, optimizer, data_generator=data_gen)
@@ -603,28 +651,39 @@ def train(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, *, out_dir:
         _check_resume(state["train_config"], tc, ckpt)
         step, history = state["step"], state["history"]
         log(f"resumed from {ckpt} at step {step}")
+    if info.world_size > 1:  # each rank its own dropout masks; distinct per rank and per (resumed) start step
+        torch.manual_seed(tc.seed + 1 + info.rank + info.world_size * step)
+    if device.type == "cuda":
+        enable_tf32()
+    step_model = wrap_ddp(torch.compile(model) if tc.compile else model, info)  # `model` stays the plain module
+    share = rank_slice(tc.batch_size, info.rank, info.world_size)  # this rank's rows of every global batch
     start_step, end_step = step, min(tc.max_steps, stop_at if stop_at is not None else tc.max_steps)
 
     def evaluate_sample_save(step: int) -> dict:  # the one place that reports and saves (rank 0 under DDP)
         nonlocal ckpt
-        ev = evaluate(model, data.val_ids, data.val_chars, tc.seq_len, tc.eval_batch_size)
+        ev = evaluate(model, data.val_ids, data.val_chars, tc.seq_len, tc.eval_batch_size)  # every rank: same result
         history["eval_step"].append(step)
         history["val_nats_per_token"].append(ev["nats_per_token"])
         history["val_nats_per_char"].append(ev["nats_per_char"])
-        msg = (f"step {step:>5} | train loss {history['loss'][-1] if history['loss'] else float('nan'):.3f} | val "
-               f"{ev['nats_per_token']:.3f} nats/token, {ev['nats_per_char']:.3f} nats/char")
-        if tc.sample_tokens:
-            text = generate_text(model, data.tokenizer, tc.sample_prompt, tc.sample_tokens, temperature=0.8,
-                                 top_k=50, seed=tc.seed)  # a private generator: training's RNG is untouched
-            history["samples"].append({"step": step, "text": text})
-            msg += "\n" + text
-        log(msg)
-        if out_dir is not None:
-            ckpt = save_checkpoint(out_dir, model, optimizer, step=step, tokenizer=data.tokenizer,
-                                   train_config=tc.to_dict(), data_generator=data_gen, history=history)
+        if info.is_main:
+            msg = (f"step {step:>5} | train loss {history['loss'][-1] if history['loss'] else float('nan'):.3f} | "
+                   f"val {ev['nats_per_token']:.3f} nats/token, {ev['nats_per_char']:.3f} nats/char")
+            if tc.sample_tokens:
+                text = generate_text(model, data.tokenizer, tc.sample_prompt, tc.sample_tokens, temperature=0.8,
+                                     top_k=50, seed=tc.seed)  # a private generator: training's RNG is untouched
+                history["samples"].append({"step": step, "text": text})
+                msg += "\n" + text
+            log(msg)
+            if out_dir is not None:
+                ckpt = save_checkpoint(out_dir, model, optimizer, step=step, tokenizer=data.tokenizer,
+                                       train_config=tc.to_dict(), data_generator=data_gen, history=history)
+        barrier(info)  # the other ranks wait for the checkpoint
         return ev
 
-    next_batch = lambda: get_batch(data.train_ids, tc.batch_size, tc.seq_len, data_gen, tc.device)
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = get_batch(data.train_ids, tc.batch_size, tc.seq_len, data_gen)  # the global batch, on every rank
+        return x[share].to(device), y[share].to(device)
+
     budget, train_seconds = tc.time_budget_s, 0.0
     model.train()
     bar = tqdm(total=tc.max_steps, initial=step, disable=not progress, unit="step", mininterval=2.0)
@@ -634,9 +693,12 @@ def train(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, *, out_dir:
         if budget is not None and step > start_step:
             horizon = max(step + 1, tc.warmup_steps + 1, int((step - start_step) * budget / train_seconds))
         lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, horizon)
-        loss, grad_norm = train_step(model, optimizer, next_batch, lr, tc.grad_accum_steps, tc.grad_clip)
+        loss, grad_norm = train_step(step_model, optimizer, next_batch, lr, tc.grad_accum_steps, tc.grad_clip,
+                                     amp_dtype=amp_dtype, scaler=scaler)
         step += 1
-        train_seconds += time.perf_counter() - t0
+        # The mean over the ranks, so that every rank logs the global loss and stops after the same step
+        loss, seconds = all_reduce_mean([loss, time.perf_counter() - t0], info)
+        train_seconds += seconds
         for key, value in zip(("step", "loss", "lr", "grad_norm"), (step, loss, lr, grad_norm)):
             history[key].append(value)
         bar.update(1)
@@ -655,6 +717,7 @@ import argparse
 import sys
 
 from .data import DataError, load_tinyshakespeare
+from .gpu import env_rank
 from .model import count_parameters
 from .tokenizer import TokenizerError
 
@@ -669,14 +732,16 @@ PRESETS: dict[str, dict[str, dict]] = {
         "model": dict(vocab_size=1024, dim=128, n_layers=4, n_heads=4),
         "train": dict(batch_size=16, seq_len=128, max_steps=1000, lr=2e-3, min_lr=2e-4,
                       warmup_steps=10, eval_interval=250)},
-    "gpu": {  # the size of nanoGPT's GPU Shakespeare model, for one GPU
+    "gpu": {  # the size of nanoGPT's GPU Shakespeare model, for one GPU: at most 5 minutes (Chapter 7)
         "model": dict(vocab_size=2048, dim=384, n_layers=6, n_heads=6, dropout=0.2),
         "train": dict(batch_size=64, seq_len=256, max_steps=5000, lr=1e-3, min_lr=1e-4, warmup_steps=100,
-                      eval_interval=500, beta2=0.99, device="cuda")},
+                      eval_interval=500, beta2=0.99, device="cuda", dtype="bfloat16", compile=True,
+                      time_budget_s=300.0)},
 }
 _MODEL_FLAGS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "dropout")
 _TRAIN_FLAGS = ("batch_size", "seq_len", "grad_accum_steps", "max_steps", "lr", "min_lr", "warmup_steps",
-                "weight_decay", "grad_clip", "eval_interval", "sample_tokens", "seed", "device", "time_budget_s")
+                "weight_decay", "grad_clip", "eval_interval", "sample_tokens", "seed", "device", "time_budget_s",
+                "dtype", "compile")
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -693,16 +758,19 @@ def build_train_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training (overrides the preset)")
     for flag, typ in (("--batch-size", int), ("--seq-len", int), ("--grad-accum-steps", int), ("--max-steps", int),
                       ("--lr", float), ("--min-lr", float), ("--warmup-steps", int), ("--weight-decay", float),
-                      ("--grad-clip", float), ("--eval-interval", int), ("--sample-tokens", int), ("--seed", int),
-                      ("--device", str)):
+                      ("--grad-clip", float), ("--eval-interval", int), ("--sample-tokens", int), ("--seed", int)):
         t.add_argument(flag, type=typ)
+    t.add_argument("--device", help="auto (the default: the CUDA GPU if there is one, else the CPU), cpu, cuda, "
+                                    "cuda:N or mps")
+    t.add_argument("--dtype", choices=list(DTYPES), help="autocast dtype (float16 uses loss scaling)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model")
     t.add_argument("--time-budget", dest="time_budget_s", type=float, help="stop after this many seconds of steps")
     r = p.add_argument_group("run")
     r.add_argument("--data", help="a UTF-8 text file (default: TinyShakespeare)")
     r.add_argument("--out-dir", help="where checkpoints go (default: runs/<preset>)")
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir; its saved configuration is used (only --max-steps, "
-                        "--eval-interval, --sample-tokens, --device and --time-budget may change)")
+                        "--eval-interval, --sample-tokens, --device, --time-budget and --compile may change)")
     r.add_argument("--stop-at", type=int, help="stop after this many steps without changing the schedule")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -736,6 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_train_parser()
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir or f"runs/{args.preset}")
+    is_main = env_rank() == 0  # under torchrun, only rank 0 prints
     try:
         text = Path(args.data).read_text(encoding="utf-8") if args.data else load_tinyshakespeare()
         if args.resume:
@@ -750,13 +819,17 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(str(e))
             data = prepare_data(text, config.vocab_size)
         n_params = count_parameters(config)
-        print(f"model: {n_params:,} parameters {config.to_dict()}\ntraining: {tc.to_dict()}\n"
-              f"data: {len(data.train_ids):,} train / {len(data.val_ids):,} val tokens | out: {out_dir}", flush=True)
+        if is_main:
+            print(f"model: {n_params:,} parameters {config.to_dict()}\ntraining: {tc.to_dict()}\n"
+                  f"data: {len(data.train_ids):,} train / {len(data.val_ids):,} val tokens | out: {out_dir}",
+                  flush=True)
         result = train(config, tc, data, out_dir=out_dir, resume=args.resume, stop_at=args.stop_at,
                        progress=not args.no_progress)
     except (CheckpointError, DataError, TokenizerError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if not is_main:
+        return 0
     print(f"done: {result.steps} steps in {result.train_seconds:.1f} s | val {result.final['nats_per_token']:.4f} "
           f"nats/token, {result.final['nats_per_char']:.4f} nats/char | checkpoint: {result.checkpoint}")
     return 0

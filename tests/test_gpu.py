@@ -1,0 +1,220 @@
+"""llama_nb.gpu (Chapter 7): device and dtype resolution, FLOP/MFU accounting, autocast and loss scaling on the
+CPU, per-rank batch shares. The GPU itself is mocked: these tests run anywhere."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from llama_nb.gpu import (
+    DistInfo,
+    all_reduce_mean,
+    autocast_context,
+    distributed,
+    flops_per_token,
+    make_grad_scaler,
+    matmul_parameters,
+    mfu,
+    peak_bf16_flops,
+    rank_slice,
+    resolve_device,
+    resolve_dtype,
+    time_steps,
+)
+from llama_nb.model import Llama, LlamaConfig, count_parameters, parameter_breakdown
+from llama_nb.train import PRESETS, TrainConfig, configure_optimizer, train_step
+
+TINY = LlamaConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, multiple_of=16, max_seq_len=16)
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    "Pretend there are two CUDA GPUs with native bf16 (an A100, say)."
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+
+
+# --- devices --------------------------------------------------------------------------------------------------
+
+def test_auto_is_cuda_when_present_else_cpu(monkeypatch, gpu):
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device() == torch.device("cpu")  # auto is the default
+
+
+def test_missing_or_unknown_devices_are_clear_errors(monkeypatch, gpu):
+    with pytest.raises(ValueError, match=r"'cuda:2' does not exist: this machine has 2 CUDA device"):
+        resolve_device("cuda:2")
+    with pytest.raises(ValueError, match="Unknown device 'gpu'"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available here: use --device cpu"):
+        resolve_device("cuda")
+
+
+def test_mps_only_on_request_with_a_warning(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cpu")  # auto never picks MPS
+    with pytest.warns(UserWarning, match="MPS .* experimental"):
+        assert resolve_device("mps") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="MPS backend is not available"):
+        resolve_device("mps")
+
+
+# --- dtypes ---------------------------------------------------------------------------------------------------
+
+def test_bf16_needs_native_support_on_cuda(monkeypatch, gpu):
+    cuda = torch.device("cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning on a GPU
+        assert resolve_dtype("bfloat16", cuda) == torch.bfloat16
+        assert resolve_dtype("float16", cuda) == torch.float16
+        assert resolve_dtype("float32", cuda) == torch.float32
+    asked = {}
+
+    def t4(including_emulation=True):  # a T4 (compute capability 7.5) can only emulate bf16
+        asked["including_emulation"] = including_emulation
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", t4)
+    with pytest.raises(ValueError, match=r"bf16 requested on a GPU without bf16 support \(compute capability < "
+                                         r"8.0\): use --dtype float16 or float32"):
+        resolve_dtype("bfloat16", cuda)
+    assert asked == {"including_emulation": False}  # emulation does not count as support
+    assert resolve_dtype("float16", cuda) == torch.float16
+
+
+def test_half_precision_on_cpu_warns_and_unknown_dtypes_fail():
+    cpu = torch.device("cpu")
+    with pytest.warns(UserWarning, match="slower than float32"):
+        assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, float16, got 'fp8'"):
+        resolve_dtype("fp8", cpu)
+    with pytest.raises(ValueError, match="TrainConfig: dtype must be one of"):
+        TrainConfig(dtype="half")
+    with pytest.raises(ValueError, match="TrainConfig: compile must be True or False"):
+        TrainConfig(compile="yes")
+
+
+def test_train_config_defaults_and_gpu_preset():
+    tc = TrainConfig()
+    assert (tc.device, tc.dtype, tc.compile) == ("auto", "float32", False)
+    gpu = PRESETS["gpu"]["train"]
+    assert gpu["dtype"] == "bfloat16" and gpu["compile"] is True and gpu["time_budget_s"] == 300.0
+
+
+def test_grad_scaler_only_for_float16():
+    assert isinstance(make_grad_scaler(torch.device("cpu"), torch.float16), torch.amp.GradScaler)
+    assert make_grad_scaler(torch.device("cpu"), torch.bfloat16) is None
+    assert make_grad_scaler(torch.device("cpu"), torch.float32) is None
+
+
+# --- FLOPs and MFU --------------------------------------------------------------------------------------------
+
+def test_flops_per_token_by_hand():
+    c = LlamaConfig(vocab_size=100, dim=8, n_layers=2, n_heads=2, hidden_dim=16, max_seq_len=64)
+    n = 2 * (4 * 8 * 8 + 3 * 8 * 16) + 100 * 8  # layers x (wq wk wv wo + w1 w3 w2) + tied output matrix
+    assert matmul_parameters(c) == n == 2080
+    assert flops_per_token(c, 32) == 6 * 2080 + 12 * 2 * 32 * 8 == 18624
+    assert flops_per_token(c, 64) - flops_per_token(c, 32) == 12 * 2 * 32 * 8  # the attention term grows with T
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(tie_embeddings=False), dict(n_kv_heads=2, n_heads=4)])
+def test_matmul_parameters_against_count_parameters(kwargs):
+    c = LlamaConfig(**{**dict(vocab_size=300, dim=32, n_layers=3, n_heads=4), **kwargs})
+    b = parameter_breakdown(c)
+    lookup_only = 0 if c.tie_embeddings else c.vocab_size * c.dim  # an untied input embedding is a lookup
+    assert matmul_parameters(c) == count_parameters(c) - b["norms"] - lookup_only
+    assert count_parameters(c) == Llama(c).num_parameters()
+
+
+def test_gpu_preset_flops_and_mfu():
+    c = LlamaConfig(**PRESETS["gpu"]["model"], max_seq_len=256)
+    assert c.hidden_dim == 1024
+    n = 6 * (4 * 384 * 384 + 3 * 384 * 1024) + 2048 * 384
+    assert flops_per_token(c, 256) == 6 * n + 12 * 6 * 256 * 384
+    expected = flops_per_token(c, 256) * 1e6 / 989e12
+    assert mfu(c, 256, 1e6, 989e12) == pytest.approx(expected)
+    assert mfu(c, 256, 1e6, 989e12, n_gpus=4) == pytest.approx(expected / 4)
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100-PCIE-40GB", 312e12),
+    ("NVIDIA L4", 121e12), ("NVIDIA L40S", None), ("Tesla T4", None), ("NVIDIA GeForce RTX 4090", None)])
+def test_peak_flops_table(name, peak):
+    assert peak_bf16_flops(name) == peak
+
+
+def test_time_steps_counts_warmup_and_timed_calls():
+    calls = []
+    seconds = time_steps(lambda: calls.append(1), n_steps=5, n_warmup=2)
+    assert len(calls) == 7 and seconds >= 0
+
+
+# --- autocast and loss scaling on the CPU ---------------------------------------------------------------------
+
+def _losses(amp_dtype, steps=3, scaler=None, init=None):
+    torch.manual_seed(0)
+    model = Llama(TINY)
+    if init is not None:
+        model.load_state_dict(init)
+    opt = configure_optimizer(model, lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    batch = lambda: (torch.randint(128, (4, 16), generator=gen), torch.randint(128, (4, 16), generator=gen))
+    losses = [train_step(model, opt, batch, 1e-2, amp_dtype=amp_dtype, scaler=scaler)[0] for _ in range(steps)]
+    return losses, model
+
+
+def test_bf16_autocast_on_cpu_trains_close_to_float32():
+    ref, _ = _losses(torch.float32)
+    bf16, model = _losses(torch.bfloat16)
+    assert all(math.isfinite(v) for v in bf16)
+    assert max(abs(a - b) for a, b in zip(ref, bf16)) < 0.05  # bf16 rounding, not a different computation
+    assert bf16 != ref  # autocast did change the arithmetic
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+    with autocast_context("cpu", torch.bfloat16):
+        logits, _ = model(torch.zeros(1, 4, dtype=torch.long))
+    assert logits.dtype == torch.float32  # the model returns float32 logits for the loss
+
+
+def test_float16_with_grad_scaler_on_cpu():
+    ref, _ = _losses(torch.float32)
+    scaler = torch.amp.GradScaler("cpu")
+    fp16, _ = _losses(torch.float16, scaler=scaler)
+    assert max(abs(a - b) for a, b in zip(ref, fp16)) < 0.05
+    assert scaler.get_scale() == 65536.0  # no overflow, so the scale never changed
+
+
+def test_grad_scaler_skips_a_step_that_overflows():
+    torch.manual_seed(0)
+    init = Llama(TINY).state_dict()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1e38)  # loss x 1e38 overflows: the gradients are inf
+    _, model = _losses(torch.float16, steps=1, scaler=scaler, init=init)
+    assert all(torch.equal(p, init[k]) for k, p in model.state_dict().items())  # the step was skipped
+    assert scaler.get_scale() < 1e38  # and the scale backed off
+
+
+# --- data parallelism helpers ---------------------------------------------------------------------------------
+
+def test_rank_slices_partition_the_global_batch():
+    rows = torch.arange(12)
+    for n in (1, 2, 3, 4, 6, 12):
+        parts = [rows[rank_slice(12, r, n)] for r in range(n)]
+        assert torch.equal(torch.cat(parts), rows) and len({len(p) for p in parts}) == 1
+    with pytest.raises(ValueError, match="batch_size 10 is not divisible by the 4 processes"):
+        rank_slice(10, 0, 4)
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with distributed(torch.device("cpu")) as info:
+        assert info == DistInfo() and info.is_main
+        assert not torch.distributed.is_initialized()
+        assert all_reduce_mean([1.5, 2.0], info) == [1.5, 2.0]
