@@ -11,7 +11,7 @@ from .train import generate_main
 
 def main(argv: list[str] | None = None) -> int:
     "`python -m llama_nb.generate --checkpoint DIR [options]`: sample from a checkpoint. Returns the exit code."
-    return generate_main(argv)
+    return generate_main(argv, prog="python -m llama_nb.generate")
 
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules:

@@ -835,8 +835,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def build_generate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m llama_nb.train generate",
+def build_generate_parser(prog: str = "python -m llama_nb.train generate") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Generate text from a checkpoint written by `python -m llama_nb.train`.")
     p.add_argument("--checkpoint", required=True, help="an --out-dir of llama_nb.train, or one of its step_* dirs")
     p.add_argument("--prompt", default="ROMEO:", help="text to continue (default: %(default)r)")
@@ -850,9 +850,9 @@ def build_generate_parser() -> argparse.ArgumentParser:
     return p
 
 
-def generate_main(argv: list[str] | None = None) -> int:
-    "`python -m llama_nb.train generate [options]`. Returns the exit code."
-    parser = build_generate_parser()
+def generate_main(argv: list[str] | None = None, prog: str = "python -m llama_nb.train generate") -> int:
+    "`python -m llama_nb.train generate [options]` (also `python -m llama_nb.generate`). Returns the exit code."
+    parser = build_generate_parser(prog)
     args = parser.parse_args(argv)
     try:
         model, tokenizer, _ = load_model_from_checkpoint(args.checkpoint, args.device)
