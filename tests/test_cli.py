@@ -20,13 +20,6 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory, corpus_text) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
-    path.write_text(corpus_text[:40_000], encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory, corpus_file) -> Path:
     "A 5-step tiny run made by the CLI (shared by the tests below)."
     out = tmp_path_factory.mktemp("run") / "tiny"

@@ -31,13 +31,6 @@ def launch(n_procs: int, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory, corpus_text) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
-    path.write_text(corpus_text[:40_000], encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
 def runs(tmp_path_factory, corpus_file) -> dict:
     "The same 8-step run as 1 process and as 2 processes; their output directories and the launches' results."
     root = tmp_path_factory.mktemp("runs")

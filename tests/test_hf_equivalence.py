@@ -5,6 +5,7 @@ transformers is a test dependency of the book, not a runtime one.
 
 import pytest
 import torch
+from helpers import randomise
 
 from llama_nb.model import (
     Llama,
@@ -34,14 +35,6 @@ CONFIGS = {
 }
 
 
-def randomise(model, seed=0):
-    "Random values for every parameter, norm gains included, so that a swapped or shared tensor shows."
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.2 * noise if p.dim() == 1 else 0.1 * noise)
-    return model
 
 
 def our_model(name, seed=0) -> Llama:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import randomise
 from torch.testing import assert_close
 
 from llama_nb import model as llama_model
@@ -36,14 +37,6 @@ def small_model(seed: int = 0, **overrides) -> Llama:
     return Llama(LlamaConfig(**{**SMALL, **overrides})).eval()
 
 
-def randomise(model: Llama, seed: int = 0) -> Llama:
-    "Random values everywhere (norm gains around 1), so that swapped or shared tensors would show."
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.2 * noise if p.dim() == 1 else 0.1 * noise)
-    return model
 
 
 def ids(B: int, T: int, vocab: int = SMALL["vocab_size"], seed: int = 0) -> torch.Tensor:
