@@ -5,6 +5,8 @@ __all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SHA256', 'DATA_ENV_VAR', 'CAC
            'sha256_of', 'download_file', 'tinyshakespeare_path', 'load_tinyshakespeare', 'train_val_split']
 
 # %% ../notebooks/00_setup_and_data.ipynb #c005
+# The corpus (Chapter 0): TinyShakespeare downloaded once, checked by SHA-256 and cached atomically, and its
+# 90/10 train/validation split.
 import hashlib
 import http.client
 import os

@@ -2,22 +2,15 @@
 
 # %% auto #0
 __all__ = ['causal_mask', 'naive_causal_attention', 'causal_attention', 'repeat_kv', 'LlamaConfig', 'KVCache', 'Attention',
-           'TransformerBlock', 'Llama', 'parameter_breakdown', 'count_parameters', 'hf_key', 'llama_nb_key',
-           'to_hf_state_dict', 'from_hf_state_dict', 'config_to_hf_dict', 'config_from_hf_dict', 'save_hf_pretrained',
-           'load_hf_pretrained']
+           'TransformerBlock', 'Llama', 'parameter_breakdown', 'count_parameters', 'is_causal_model']
 
 # %% ../notebooks/05_attention_and_block.ipynb #1d137829
-import json
+# The model (Chapter 5): attention, grouped-query attention, the KV cache, the Llama block and the whole model.
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .rmsnorm import RMSNorm
@@ -248,6 +241,8 @@ def _check_ids(name: str, ids, vocab_size: int, allow_ignore: bool = False) -> N
                          "for a single sequence use ids[None]")
     if ids.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(ids.shape)}): need at least one sequence of one token")
+    if torch.compiler.is_compiling():  # reading `bad` back would break the compiled graph (and wait for a GPU)
+        return
     bad = (ids < 0) | (ids >= vocab_size)
     if allow_ignore:
         bad &= ids != -100
@@ -347,205 +342,21 @@ def count_parameters(config: LlamaConfig) -> int:
     "Total number of parameters of `Llama(config)` by the formula (a tied output matrix counts once)."
     return sum(parameter_breakdown(config).values())
 
-# %% ../notebooks/05_attention_and_block.ipynb #6301799b
-_HF_LAYER_KEYS = {  # llama_nb name inside "layers.{i}." -> Hugging Face name inside "model.layers.{i}."
-    "attention_norm.weight": "input_layernorm.weight",
-    "attention.wq.weight": "self_attn.q_proj.weight",
-    "attention.wk.weight": "self_attn.k_proj.weight",
-    "attention.wv.weight": "self_attn.v_proj.weight",
-    "attention.wo.weight": "self_attn.o_proj.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "feed_forward.w1.weight": "mlp.gate_proj.weight",
-    "feed_forward.w3.weight": "mlp.up_proj.weight",
-    "feed_forward.w2.weight": "mlp.down_proj.weight",
-}
-_HF_TOP_KEYS = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-                "output.weight": "lm_head.weight"}
+# %% ../notebooks/05_attention_and_block.ipynb #model-causality-checker
+# A property checker, used here and by tests/ (like torch.testing).
+def is_causal_model(model, T=12, seed=0):
+    "True if changing token t+1 never changes the logits at positions <= t, but does change those at t+1."
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (2, T), generator=g)
+    with torch.no_grad():
+        base, _ = model(ids)
+        for t in range(T - 1):
+            changed = ids.clone()
+            changed[:, t + 1] = (changed[:, t + 1] + 1) % model.config.vocab_size
+            new, _ = model(changed)
+            if not torch.allclose(new[:, : t + 1], base[:, : t + 1], atol=1e-6, rtol=0):
+                return False
+            if torch.allclose(new[:, t + 1], base[:, t + 1], atol=1e-6, rtol=0):
+                return False
+    return True
 
-
-def hf_key(name: str) -> str:
-    "The Hugging Face name of a llama_nb state-dict key (KeyError if there is none)."
-    if name in _HF_TOP_KEYS:
-        return _HF_TOP_KEYS[name]
-    prefix, _, rest = name.partition(".")
-    layer, _, rest = rest.partition(".")
-    if prefix == "layers" and layer.isdigit() and rest in _HF_LAYER_KEYS:
-        return f"model.layers.{layer}.{_HF_LAYER_KEYS[rest]}"
-    raise KeyError(f"no Hugging Face name for {name!r}")
-
-
-def llama_nb_key(hf_name: str) -> str:
-    "The llama_nb name of a Hugging Face LlamaForCausalLM state-dict key (KeyError if there is none)."
-    for ours, theirs in _HF_TOP_KEYS.items():
-        if hf_name == theirs:
-            return ours
-    parts = hf_name.split(".", 3)  # "model", "layers", i, rest
-    if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[2].isdigit():
-        for ours, theirs in _HF_LAYER_KEYS.items():
-            if parts[3] == theirs:
-                return f"layers.{parts[2]}.{ours}"
-    raise KeyError(f"no llama_nb name for {hf_name!r}")
-
-# %% ../notebooks/05_attention_and_block.ipynb #0d68c53e
-def to_hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
-    '''The model's weights under Hugging Face LlamaForCausalLM names (tensors shared with the model, detached).
-    A tied output matrix appears as both `model.embed_tokens.weight` and `lm_head.weight`, as in HF's own
-    `state_dict()`, so `hf_model.load_state_dict(to_hf_state_dict(model))` works in both cases.'''
-    return {hf_key(name): t.detach() for name, t in model.state_dict().items()}
-
-
-def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaConfig) -> Llama:
-    '''A new `Llama(config)` holding the weights of a Hugging Face LlamaForCausalLM state dict. Tensors are
-    copied into the model's float32 parameters. Missing, unknown or mis-shaped tensors raise ValueError.'''
-    model = Llama(config)
-    expected = model.state_dict()
-    ours, unknown = {}, []
-    for hf_name, t in state_dict.items():
-        if hf_name.endswith("rotary_emb.inv_freq"):  # old checkpoints stored the RoPE frequencies: recomputed
-            continue
-        try:
-            name = llama_nb_key(hf_name)
-        except KeyError:
-            name = None
-        if name is None or name not in expected:
-            unknown.append(hf_name)
-            continue
-        if tuple(t.shape) != tuple(expected[name].shape):
-            raise ValueError(f"{hf_name}: shape {tuple(t.shape)} does not match the config, "
-                             f"which needs {tuple(expected[name].shape)}")
-        ours[name] = t
-    if config.tie_embeddings and "tok_embeddings.weight" in ours:
-        head = ours.pop("output.weight", None)
-        if head is not None and not torch.equal(head, ours["tok_embeddings.weight"]):
-            raise ValueError("tie_embeddings is True but lm_head.weight differs from model.embed_tokens.weight")
-        ours["output.weight"] = ours["tok_embeddings.weight"]
-    missing = [hf_key(n) for n in expected if n not in ours]
-    if missing or unknown:
-        raise ValueError(f"state dict does not fit LlamaConfig: missing {missing[:5]}"
-                         f"{' ...' if len(missing) > 5 else ''}, unexpected {unknown[:5]}"
-                         f"{' ...' if len(unknown) > 5 else ''}")
-    model.load_state_dict(ours)
-    return model
-
-# %% ../notebooks/05_attention_and_block.ipynb #3a9ded69
-def config_to_hf_dict(config: LlamaConfig, *, bos_token_id: int | None = None, eos_token_id: int | None = None,
-                      pad_token_id: int | None = None, dtype: str = "float32") -> dict:
-    "A Hugging Face LlamaConfig as a plain dict (the content of config.json); no transformers import needed."
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.dim,
-        "intermediate_size": config.hidden_dim,
-        "num_hidden_layers": config.n_layers,
-        "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.n_kv_heads,
-        "head_dim": config.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": config.max_seq_len,
-        "rms_norm_eps": config.norm_eps,
-        "rope_theta": config.rope_theta,  # read by transformers 4.x
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},  # read by transformers 5.x
-        "tie_word_embeddings": config.tie_embeddings,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "attention_dropout": config.dropout,
-        "initializer_range": 0.02,
-        "bos_token_id": bos_token_id,
-        "eos_token_id": eos_token_id,
-        "pad_token_id": pad_token_id,
-        "dtype": dtype,
-        "use_cache": True,
-    }
-
-
-def config_from_hf_dict(d: dict) -> LlamaConfig:
-    '''A LlamaConfig from a Hugging Face Llama config dict (config.json). Raises ValueError for other
-    architectures and for options llama_nb does not implement (RoPE scaling, biases, other activations...).'''
-    arch = d.get("architectures")
-    if arch is not None and "LlamaForCausalLM" not in arch:
-        raise ValueError(f"unsupported architecture {arch}: only LlamaForCausalLM can be loaded")
-    if d.get("model_type", "llama") != "llama":
-        raise ValueError(f"unsupported model_type {d['model_type']!r}: only 'llama' can be loaded")
-    needed = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"]
-    if missing := [k for k in needed if k not in d]:
-        raise ValueError(f"Llama config is missing {missing}")
-    rope, scaling = d.get("rope_parameters") or {}, d.get("rope_scaling")
-    scaling_type = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
-    if scaling is not None and scaling_type != "default":
-        raise ValueError(f"unsupported option rope_scaling={scaling}: llama_nb implements plain RoPE only")
-    if rope.get("rope_type", "default") != "default" or set(rope) - {"rope_type", "rope_theta"}:
-        raise ValueError(f"unsupported option rope_parameters={rope}: llama_nb implements plain RoPE only")
-    for option in ("attention_bias", "mlp_bias"):
-        if d.get(option, False):
-            raise ValueError(f"unsupported option {option}=True: llama_nb's linear layers have no bias")
-    if d.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"unsupported option hidden_act={d['hidden_act']!r}: llama_nb's SwiGLU uses silu")
-    n_heads = d["num_attention_heads"]
-    if d.get("head_dim") not in (None, d["hidden_size"] // n_heads):
-        raise ValueError(
-            f"unsupported option head_dim={d['head_dim']}: llama_nb needs hidden_size / num_attention_heads"
-        )
-    return LlamaConfig(
-        vocab_size=d["vocab_size"],
-        dim=d["hidden_size"],
-        n_layers=d["num_hidden_layers"],
-        n_heads=n_heads,
-        n_kv_heads=d.get("num_key_value_heads") or n_heads,
-        hidden_dim=d["intermediate_size"],
-        max_seq_len=d.get("max_position_embeddings", 2048),  # transformers' defaults for missing keys
-        rope_theta=rope.get("rope_theta", d.get("rope_theta", 10000.0)),
-        norm_eps=d.get("rms_norm_eps", 1e-6),
-        tie_embeddings=d.get("tie_word_embeddings", False),
-        dropout=d.get("attention_dropout", 0.0) or 0.0,
-    )
-
-# %% ../notebooks/05_attention_and_block.ipynb #efb7bd0b
-def save_hf_pretrained(model: Llama, directory: str | os.PathLike, **config_kwargs) -> Path:
-    '''Write `config.json` and `model.safetensors` that `transformers.AutoModelForCausalLM.from_pretrained` loads
-    as a LlamaForCausalLM. `config_kwargs` (bos_token_id, eos_token_id, pad_token_id) go to config.json.
-    Each file is written to a temporary directory and renamed into place, so it appears complete or not at all.'''
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{directory} exists and is not a directory")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tensors = to_hf_state_dict(model)
-    if model.config.tie_embeddings:
-        del tensors["lm_head.weight"]  # shared with the embedding: HF re-ties it, safetensors refuses shared memory
-    tensors = {k: t.to("cpu").contiguous() for k, t in tensors.items()}
-    dtype = str(model.tok_embeddings.weight.dtype).removeprefix("torch.")
-    hf_config = config_to_hf_dict(model.config, dtype=dtype, **config_kwargs)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-        directory.mkdir(exist_ok=True)
-        for name in ("model.safetensors", "config.json"):  # weights first: a config.json implies weights
-            os.replace(tmp / name, directory / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
-
-
-def load_hf_pretrained(directory: str | os.PathLike) -> Llama:
-    '''Load a Hugging Face Llama directory (config.json + model.safetensors, or a sharded
-    model.safetensors.index.json) into a llama_nb `Llama`, on the CPU in float32.'''
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a directory")
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"no config.json in {directory}: not a Hugging Face model directory")
-    config = config_from_hf_dict(json.loads(config_path.read_text()))
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.is_file():
-        state_dict = load_file(single)
-    elif index.is_file():
-        state_dict = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            state_dict.update(load_file(directory / shard))
-    else:
-        hint = " (only PyTorch pickles found: convert them to safetensors first)" if any(
-            directory.glob("pytorch_model*.bin")) else ""
-        raise FileNotFoundError(f"no model.safetensors in {directory}{hint}")
-    return from_hf_state_dict(state_dict, config)

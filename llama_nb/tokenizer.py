@@ -5,6 +5,7 @@ __all__ = ['SPECIAL_TOKENS', 'UNK_ID', 'PAD_ID', 'BOS_ID', 'EOS_ID', 'DEFAULT_VO
            'toy_bpe_encode', 'train_tokenizer', 'TokenizerError', 'save_tokenizer', 'load_tokenizer']
 
 # %% ../notebooks/01_tokenizer.ipynb #c003
+# The tokenizer (Chapter 1): byte-level BPE trained with Hugging Face `tokenizers`, with the book's special tokens.
 from collections import Counter
 
 

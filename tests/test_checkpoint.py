@@ -1,4 +1,4 @@
-"""Checkpoints of llama_nb.train: round trip, safe loading, atomic saves, clear errors and exact resume."""
+"""Checkpoints (llama_nb.checkpoint, Chapter 6.4): round trip, safe loading, atomic saves, clear errors, resume."""
 
 import json
 import os
@@ -12,24 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-import llama_nb.train as T
-from llama_nb.model import Llama, LlamaConfig
-from llama_nb.train import (
+import llama_nb.checkpoint as T
+from llama_nb.batches import get_batch, prepare_data
+from llama_nb.checkpoint import (
     CheckpointError,
-    TrainConfig,
     capture_rng_state,
-    configure_optimizer,
     find_checkpoint,
-    get_batch,
     load_checkpoint,
     load_model_from_checkpoint,
-    prepare_data,
     read_checkpoint,
     restore_rng_state,
     save_checkpoint,
-    train,
-    train_step,
 )
+from llama_nb.loop import TrainConfig, train
+from llama_nb.model import Llama, LlamaConfig
+from llama_nb.optim import configure_optimizer, train_step
 
 VOCAB = 512
 QUIET = {"progress": False, "log": lambda message: None}
@@ -153,8 +150,8 @@ def _crash_in_latest(path, text):
 
 
 @pytest.mark.parametrize("target, crash", [("torch.save", _crash_in_torch_save),
-                                           ("llama_nb.train._save_safetensors", _crash_in_safetensors),
-                                           ("llama_nb.train._write_text_atomic", _crash_in_latest)])
+                                           ("llama_nb.checkpoint._save_safetensors", _crash_in_safetensors),
+                                           ("llama_nb.checkpoint._write_text_atomic", _crash_in_latest)])
 def test_a_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, trained, monkeypatch, target, crash):
     model, opt, gen = trained
     save_checkpoint(tmp_path, model, opt, step=1, data_generator=gen)
@@ -246,7 +243,9 @@ RESUME_SCRIPT = textwrap.dedent("""
     import sys
     import torch
     from llama_nb.tokenizer import load_tokenizer
-    from llama_nb.train import TrainConfig, find_checkpoint, prepare_data, train
+    from llama_nb.batches import prepare_data
+    from llama_nb.checkpoint import find_checkpoint
+    from llama_nb.loop import TrainConfig, train
     from llama_nb.model import LlamaConfig
 
     torch.set_num_threads(int(sys.argv[3]))

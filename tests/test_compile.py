@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llama_nb.model import Llama, LlamaConfig
-from llama_nb.train import configure_optimizer, train_step
+from llama_nb.optim import configure_optimizer, train_step
 
 TINY = LlamaConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, multiple_of=16, max_seq_len=16)
 

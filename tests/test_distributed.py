@@ -10,15 +10,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import llama_nb.train as train_module
-from llama_nb.gpu import DistInfo
+import llama_nb.gpu as gpu_module
+import llama_nb.loop as loop_module
+from llama_nb.batches import prepare_data
+from llama_nb.checkpoint import LATEST_FILE, MODEL_FILE, read_checkpoint
+from llama_nb.gpu import GPURuntime
+from llama_nb.loop import TrainConfig
 from llama_nb.model import LlamaConfig
-from llama_nb.train import LATEST_FILE, MODEL_FILE, TrainConfig, prepare_data, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="this PyTorch build has no gloo backend")
-# tiny preset, batch 8 in 2 micro-batches per step (so DDP's no_sync path runs too), no dropout, no samples
+# tiny preset, batch 8 in 2 micro-batches per step (so DDP's no_sync path runs too), no dropout (the runs must equal
+# one process's), no samples
 ARGS = ["--preset", "tiny", "--max-steps", "8", "--eval-interval", "4", "--grad-accum-steps", "2",
         "--sample-tokens", "0", "--device", "cpu", "--no-progress"]
 
@@ -68,14 +72,23 @@ def test_only_rank_zero_writes_and_prints(runs):
     assert proc.stdout.count("model: ") == 1 and proc.stdout.count("step     4 |") == 1
 
 
-def test_two_processes_resume_exactly(tmp_path, corpus_file, runs):
-    out = tmp_path / "resumed"
-    first = launch(2, *ARGS, "--data", str(corpus_file), "--out-dir", str(out), "--stop-at", "4")
+def test_two_processes_resume_exactly_with_dropout(tmp_path, corpus_file):
+    """Interrupted after 4 of 8 steps and resumed, a 2-process run with dropout is the uninterrupted one: the same
+    batches (the shared data generator is restored) and the same dropout masks on every rank (not only rank 0,
+    whose RNG state the checkpoint holds)."""
+    args = [*ARGS, "--dropout", "0.1", "--data", str(corpus_file)]
+    straight = launch(2, *args, "--out-dir", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = launch(2, *args, "--out-dir", str(tmp_path / "resumed"), "--stop-at", "4")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = launch(2, *ARGS, "--data", str(corpus_file), "--out-dir", str(out), "--resume")
+    second = launch(2, *args, "--out-dir", str(tmp_path / "resumed"), "--resume")
     assert second.returncode == 0, second.stderr[-3000:]
-    straight = read_checkpoint(runs[2][0])[1]["history"]["loss"]
-    assert read_checkpoint(out)[1]["history"]["loss"] == straight  # the shared data generator was restored
+    assert "resumed from" in second.stdout and "at step 4" in second.stdout
+    h1, h2 = read_checkpoint(tmp_path / "straight")[1]["history"], read_checkpoint(tmp_path / "resumed")[1]["history"]
+    assert len(h1["loss"]) == 8 and h2["loss"] == h1["loss"]  # every loss identical, not just close
+    w1 = load_file(tmp_path / "straight" / "step_000008" / MODEL_FILE)
+    w2 = load_file(tmp_path / "resumed" / "step_000008" / MODEL_FILE)
+    assert all(torch.equal(w1[name], w2[name]) for name in w1)
 
 
 def test_a_batch_that_does_not_split_fails_cleanly(corpus_file, tmp_path):
@@ -97,17 +110,50 @@ def test_each_rank_trains_on_its_share_of_the_global_batch(monkeypatch, corpus_t
 
     def record_step(model, optimizer, next_batch, lr, *args, **kwargs):
         seen.setdefault(who, []).append(next_batch()[0])
-        return 1.0, 0.0
+        return torch.tensor(1.0), torch.tensor(0.0)
 
-    monkeypatch.setattr(train_module, "train_step", record_step)
-    monkeypatch.setattr(train_module, "all_reduce_mean", lambda values, info: list(values))
-    monkeypatch.setattr(train_module, "barrier", lambda info: None)
-    monkeypatch.setattr(train_module, "wrap_ddp", lambda model, info: model)
+    monkeypatch.setattr(loop_module, "train_step", record_step)
+    monkeypatch.setattr(gpu_module, "all_reduce_mean", lambda values, info: values)
+    monkeypatch.setattr(gpu_module, "barrier", lambda info: None)
+    monkeypatch.setattr(gpu_module, "wrap_ddp", lambda model, info: model)
     for who in [(0, 1), (0, 2), (1, 2)]:
-        info = DistInfo(rank=who[0], local_rank=who[0], world_size=who[1])
-        train_module._train_loop(config, tc, data, info, torch.float32, out_dir=None, resume=False, stop_at=None,
-                                 progress=False, log=lambda message: None)
+        runtime = GPURuntime(torch.device("cpu"), rank=who[0], world_size=who[1], local_rank=who[0])
+        loop_module.train(config, tc, data, runtime=runtime, progress=False, log=lambda message: None)
     for step in range(3):
         halves = seen[(0, 2)][step], seen[(1, 2)][step]
         assert [len(h) for h in halves] == [4, 4]
         assert torch.equal(torch.cat(halves), seen[(0, 1)][step])
+
+
+def test_each_rank_draws_its_own_dropout_masks(monkeypatch, corpus_text):
+    """In-process, collectives stubbed out as above: with dropout, ranks 0 and 1 of 2 drop different units at
+    every step (each seeds its dropout apart), while their weights start equal. Were the ranks seeded alike, both
+    would drop the same units of their halves of the batch, and the N-process run would drop less independently
+    than one process does."""
+    data = prepare_data(corpus_text[:20_000], 512)
+    config = LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16, dropout=0.5)
+    tc = TrainConfig(batch_size=8, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0,
+                     device="cpu")
+    masks: dict[int, list[torch.Tensor]] = {}
+    first_weights: dict[int, torch.Tensor] = {}
+    real_step = loop_module.train_step
+
+    def record_masks(model, *args, **kwargs):
+        if rank not in first_weights:
+            first_weights[rank] = model.tok_embeddings.weight.detach().clone()
+            model.layers[0].ffn_dropout.register_forward_hook(  # training passes only, not the evaluation
+                lambda module, inputs, out: masks.setdefault(rank, []).append(out == 0) if module.training else None)
+        return real_step(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "train_step", record_masks)
+    monkeypatch.setattr(gpu_module, "all_reduce_mean", lambda values, info: values)
+    monkeypatch.setattr(gpu_module, "barrier", lambda info: None)
+    monkeypatch.setattr(gpu_module, "wrap_ddp", lambda model, info: model)
+    for rank in (0, 1):
+        runtime = GPURuntime(torch.device("cpu"), rank=rank, world_size=2, local_rank=rank)
+        loop_module.train(config, tc, data, runtime=runtime, progress=False, log=lambda message: None)
+    assert torch.equal(first_weights[0], first_weights[1])  # the same initialisation in every process
+    assert len(masks[0]) == len(masks[1]) == 3
+    for m0, m1 in zip(masks[0], masks[1]):
+        assert m0.shape == (4, 16, 16) and 0.3 < m0.float().mean().item() < 0.7  # half of the units dropped
+        assert not torch.equal(m0, m1)  # ... but not the same half on both ranks

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from llama_nb.model import Llama, LlamaConfig
+from llama_nb.sampling import generate, generate_text, top_k_filter, top_p_filter
 from llama_nb.tokenizer import EOS_ID, train_tokenizer
-from llama_nb.train import generate, generate_text, top_k_filter, top_p_filter
 
 NEG_INF = float("-inf")
 
@@ -126,6 +126,59 @@ def test_sampling_is_reproducible_with_a_seed_and_leaves_the_global_rng_alone(mo
     assert generate(model, prompt, 15, temperature=1.5, eos_id=None) == d
 
 
+class FixedLogits(torch.nn.Module):
+    "A stand-in model whose next-token logits are always `logits` (V,), whatever the context."
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.config = LlamaConfig(vocab_size=len(logits), dim=8, n_layers=1, n_heads=2, max_seq_len=16)
+        self.logits = torch.nn.Parameter(logits.clone(), requires_grad=False)
+
+    def forward(self, idx, targets=None, cache=None):
+        return self.logits.expand(*idx.shape, -1), None
+
+
+def sampled_distribution(monkeypatch, logits, **kwargs) -> torch.Tensor:
+    "The exact probabilities `generate` hands to torch.multinomial for its first token (float64)."
+    seen = []
+
+    def record(probs, num_samples, generator=None):
+        seen.append(probs.detach().double().clone())
+        return torch.zeros(num_samples, dtype=torch.long)
+
+    monkeypatch.setattr(torch, "multinomial", record)
+    generate(FixedLogits(logits), [1], 1, seed=0, eos_id=None, use_cache=False, **kwargs)
+    assert len(seen) == 1
+    return seen[0]
+
+
+# The model's distribution p, in a shuffled token order: token 2: 0.5, 3: 0.3, 0: 0.15, 1: 0.05
+P = torch.tensor([0.15, 0.05, 0.5, 0.3], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("temperature, top_p, top_k, kept_tokens", [
+    # p^(1/2) normalised: 0.379 (token 2), 0.294 (3), 0.208 (0), 0.120 (1). Above token 0 lie 0.673 < 0.7: kept.
+    # Filtering p itself first would keep only tokens 2 and 3 (0.5 + 0.3 already reach 0.7).
+    (2.0, 0.7, 0, [0, 2, 3]),
+    # top-k 3 drops token 1 first; over the other three, 0.430, 0.334, 0.236 at T = 2: 0.764 < 0.8 lies above token
+    # 0, kept (at T = 1 it would be 0.526, 0.316, 0.158: 0.842 >= 0.8, dropped)
+    (2.0, 0.8, 3, [0, 2, 3]),
+    # p^2 normalised: 0.685 (token 2), 0.247 (3), ...: 0.685 >= 0.6, so only token 2 (p itself would keep 2 and 3)
+    (0.5, 0.6, 0, [2]),
+    # top-k alone commutes with the temperature; its 2 tokens renormalised at the temperature
+    (0.5, 1.0, 2, [2, 3]),
+    (3.0, 1.0, 0, [0, 1, 2, 3]),
+])
+def test_temperature_is_applied_before_the_filters(monkeypatch, temperature, top_p, top_k, kept_tokens):
+    """Chapter 6: sample from softmax(filter(logits / T)). The exact probabilities, against p^(1/T) renormalised
+    over the tokens that top-k and top-p keep of the tempered distribution (worked out by hand above)."""
+    expected = torch.zeros(4, dtype=torch.float64)
+    expected[kept_tokens] = P[kept_tokens] ** (1 / temperature)
+    expected /= expected.sum()
+    probs = sampled_distribution(monkeypatch, P.log().float(), temperature=temperature, top_p=top_p, top_k=top_k)
+    torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_top_k_1_and_tiny_top_p_sample_the_greedy_token(model):
     prompt = [1, 2, 3]
     greedy = generate(model, prompt, 10, greedy=True, eos_id=None)
@@ -156,9 +209,9 @@ def test_generation_restores_the_mode(model):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"temperature": 0.0}, "temperature must be > 0"),
-    ({"temperature": -1.0}, "temperature must be > 0"),
-    ({"temperature": math.inf}, "temperature must be > 0"),
+    ({"temperature": 0.0}, "temperature must be a number > 0"),
+    ({"temperature": -1.0}, "temperature must be a number > 0"),
+    ({"temperature": math.inf}, "temperature must be a number > 0"),
     ({"top_p": 0.0}, "top_p"),
     ({"top_p": 1.01}, "top_p"),
     ({"top_k": -1}, "top_k"),

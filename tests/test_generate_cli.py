@@ -31,12 +31,18 @@ def test_greedy_is_deterministic_and_continues_the_prompt(checkpoint):
             "--greedy")
     first, second = _run(*args), _run(*args)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.startswith("ROMEO:") and first.stdout == second.stdout
+    assert second.returncode == 0, second.stderr
+    assert first.stdout.startswith("ROMEO:") and len(first.stdout) > len("ROMEO:\n")
+    assert first.stdout == second.stdout
 
 
 def test_seeded_sampling_is_reproducible(checkpoint):
     args = ("llama_nb.generate", "--checkpoint", str(checkpoint), "--max-new-tokens", "12", "--seed", "3")
-    assert _run(*args).stdout == _run(*args).stdout
+    first, second = _run(*args), _run(*args)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert first.stdout.startswith("ROMEO:") and len(first.stdout) > len("ROMEO:\n")  # the default prompt, continued
+    assert first.stdout == second.stdout
 
 
 @pytest.mark.parametrize("bad, message", [(("--top-p", "1.5"), "top_p"), (("--temperature", "0"), "temperature"),

@@ -18,12 +18,12 @@ from llama_nb.gpu import (
     mfu,
     peak_bf16_flops,
     rank_slice,
-    resolve_device,
     resolve_dtype,
     time_steps,
 )
+from llama_nb.loop import PRESETS, TrainConfig, resolve_device
 from llama_nb.model import Llama, LlamaConfig, count_parameters, parameter_breakdown
-from llama_nb.train import PRESETS, TrainConfig, configure_optimizer, train_step
+from llama_nb.optim import configure_optimizer, train_step
 
 TINY = LlamaConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, multiple_of=16, max_seq_len=16)
 
@@ -188,8 +188,40 @@ def test_float16_with_grad_scaler_on_cpu():
     ref, _ = _losses(torch.float32)
     scaler = torch.amp.GradScaler("cpu")
     fp16, _ = _losses(torch.float16, scaler=scaler)
-    assert max(abs(a - b) for a, b in zip(ref, fp16)) < 0.05
+    assert max(abs(a - b) for a, b in zip(ref, fp16)) < 0.005  # float16 rounding (about 5e-4 here)
     assert scaler.get_scale() == 65536.0  # no overflow, so the scale never changed
+
+
+def _sgd_step(amp_dtype, scaler=None, grad_clip=0.0):
+    "One train_step with SGD at lr 1 (the update is minus the clipped gradient): its (loss, norm) and the weights."
+    torch.manual_seed(0)
+    model = Llama(TINY)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    gen = torch.Generator().manual_seed(0)
+    batch = lambda: (torch.randint(128, (4, 16), generator=gen), torch.randint(128, (4, 16), generator=gen))
+    out = train_step(model, opt, batch, 1.0, grad_accum_steps=2, grad_clip=grad_clip, amp_dtype=amp_dtype,
+                     scaler=scaler)
+    return out, model.state_dict()
+
+
+def test_grad_scaler_gradients_are_unscaled_before_the_norm_and_the_clipping():
+    """The loss is multiplied by 65536 for the backward pass; the reported norm, the clipping and the update must
+    see the true gradients (scaler.unscale_ before clip_grad_norm_). Adam would hide a wrong scale, SGD does not."""
+    torch.manual_seed(0)
+    start = Llama(TINY).state_dict()
+    (_, norm32), _ = _sgd_step(torch.float32)
+    scaler = torch.amp.GradScaler("cpu")
+    (_, norm16), _ = _sgd_step(torch.float16, scaler)
+    assert scaler.get_scale() == 65536.0  # the loss was scaled, and nothing overflowed
+    assert norm16 == pytest.approx(norm32, rel=1e-4)  # float16 rounding only (about 3e-6 here)
+    clip = 0.5 * norm32
+    _, w32 = _sgd_step(torch.float32, grad_clip=clip)
+    _, w16 = _sgd_step(torch.float16, torch.amp.GradScaler("cpu"), grad_clip=clip)
+    def length(a, b):  # of the difference of two weight sets (the tied output matrix is the embedding: once)
+        return math.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in start if k != "output.weight"))
+
+    assert length(w16, start) == pytest.approx(clip, rel=1e-4)  # the update was clipped to half the true norm
+    assert length(w16, w32) < 1e-2 * clip  # and points where float32's does (float16 rounding: about 4e-4 here)
 
 
 def test_grad_scaler_skips_a_step_that_overflows():

@@ -7,9 +7,7 @@ import pytest
 import torch
 from helpers import randomise
 
-from llama_nb.model import (
-    Llama,
-    LlamaConfig,
+from llama_nb.hf import (
     config_from_hf_dict,
     config_to_hf_dict,
     from_hf_state_dict,
@@ -17,7 +15,9 @@ from llama_nb.model import (
     save_hf_pretrained,
     to_hf_state_dict,
 )
+from llama_nb.model import Llama, LlamaConfig
 from llama_nb.rope import permute_hf_to_meta
+from llama_nb.sampling import generate
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -33,8 +33,6 @@ CONFIGS = {
                               tie_embeddings=False),
     "larger": dict(vocab_size=512, dim=128, n_layers=4, n_heads=8, n_kv_heads=4, max_seq_len=64),
 }
-
-
 
 
 def our_model(name, seed=0) -> Llama:
@@ -88,11 +86,12 @@ def test_save_hf_pretrained_loads_with_auto_model(tmp_path, name):
     assert type(hf).__name__ == "LlamaForCausalLM"
     assert hf.dtype == torch.float32
     assert max_diff(ours, hf, ids_for(ours.config)) < 1e-5
-    # and HF's generate runs on it, greedy, with its own cache
+    # and HF's greedy generate, with its own cache, continues a prompt with the tokens ours does
     prompt = ids_for(ours.config, B=1, T=4)
-    out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False,
+    out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False,
                       pad_token_id=0)
-    assert out.shape == (1, 10)
+    assert out.shape == (1, 24)
+    assert out[0, 4:].tolist() == generate(ours, prompt[0], 20, greedy=True, eos_id=None)
 
 
 @pytest.mark.parametrize("name", ["mha-tied", "gqa-untied"])
@@ -114,6 +113,27 @@ def test_kv_cache_matches_transformers_cache():
         steps = [ours(x[:, :5], cache=cache)[0]] + [ours(x[:, t : t + 1], cache=cache)[0] for t in range(5, 12)]
         full_hf = hf(x).logits
     assert (torch.cat(steps, dim=1) - full_hf).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["gqa-untied", "mha-tied"])
+def test_kv_cache_holds_the_keys_and_values_of_transformers(name):
+    "Layer by layer, our cache holds what transformers' cache holds: keys rotated to their absolute positions."
+    ours = our_model(name)
+    hf = hf_model_for(ours.config)
+    hf.load_state_dict(to_hf_state_dict(ours))
+    x = ids_for(ours.config, B=2, T=12)
+    with torch.no_grad():
+        cache = ours.new_cache(2)
+        ours(x[:, :5], cache=cache)  # a prompt, then one token at a time
+        for t in range(5, 12):
+            ours(x[:, t : t + 1], cache=cache)
+        out = hf(x, use_cache=True)
+    hf_cache = out.cache if hasattr(out, "cache") else out.past_key_values  # renamed in transformers 5
+    assert cache.pos == 12 and len(hf_cache.layers) == ours.config.n_layers
+    for layer, hf_layer in enumerate(hf_cache.layers):
+        assert hf_layer.keys.shape == (2, ours.config.n_kv_heads, 12, ours.config.head_dim)
+        torch.testing.assert_close(cache.k[layer, :, :, :12], hf_layer.keys)
+        torch.testing.assert_close(cache.v[layer, :, :, :12], hf_layer.values)
 
 
 def test_comparison_detects_a_shared_norm():

@@ -11,23 +11,27 @@ from helpers import randomise
 from torch.testing import assert_close
 
 from llama_nb import model as llama_model
+from llama_nb.hf import (
+    config_from_hf_dict,
+    config_to_hf_dict,
+    from_hf_state_dict,
+    load_hf_pretrained,
+    save_hf_pretrained,
+    to_hf_state_dict,
+)
 from llama_nb.model import (
     KVCache,
     Llama,
     LlamaConfig,
     causal_attention,
     causal_mask,
-    config_from_hf_dict,
-    config_to_hf_dict,
     count_parameters,
-    from_hf_state_dict,
-    load_hf_pretrained,
+    is_causal_model,
     naive_causal_attention,
     parameter_breakdown,
     repeat_kv,
-    save_hf_pretrained,
-    to_hf_state_dict,
 )
+from llama_nb.rope import apply_rotary
 
 SMALL = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, max_seq_len=24)
 
@@ -35,8 +39,6 @@ SMALL = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, max_seq_len=24)
 def small_model(seed: int = 0, **overrides) -> Llama:
     torch.manual_seed(seed)
     return Llama(LlamaConfig(**{**SMALL, **overrides})).eval()
-
-
 
 
 def ids(B: int, T: int, vocab: int = SMALL["vocab_size"], seed: int = 0) -> torch.Tensor:
@@ -202,23 +204,9 @@ def test_parameter_count_matches_published_llama_sizes():
     assert count_parameters(llama3_8b) == 8_030_261_248
 
 
-def logits_unchanged_before_each_edit(model, T=10) -> bool:
-    x = ids(2, T)
-    with torch.no_grad():
-        base, _ = model(x)
-        for t in range(T - 1):
-            y = x.clone()
-            y[:, t + 1] = (y[:, t + 1] + 1) % model.config.vocab_size
-            new, _ = model(y)
-            if not torch.allclose(new[:, : t + 1], base[:, : t + 1], atol=1e-6, rtol=0):
-                return False
-            assert not torch.allclose(new[:, t + 1], base[:, t + 1], atol=1e-6, rtol=0)
-    return True
-
-
 @pytest.mark.parametrize("n_kv", [4, 2, 1])
 def test_model_is_causal(n_kv):
-    assert logits_unchanged_before_each_edit(randomise(small_model(n_kv_heads=n_kv)))
+    assert is_causal_model(randomise(small_model(n_kv_heads=n_kv)))
 
 
 def test_causality_test_catches_a_leaky_mask(monkeypatch):
@@ -228,7 +216,7 @@ def test_causality_test_catches_a_leaky_mask(monkeypatch):
         return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v
 
     monkeypatch.setattr(llama_model, "causal_attention", leaky)
-    assert not logits_unchanged_before_each_edit(randomise(small_model()))
+    assert not is_causal_model(randomise(small_model()))
 
 
 def test_dropout_only_in_training():
@@ -301,6 +289,51 @@ def test_kv_cache_matches_full_forward(n_kv, chunks):
     assert cache.pos == 0
     with torch.no_grad():  # a reset cache is reusable
         assert_close(model(x[:, :4], cache=cache)[0], full[:, :4])
+
+
+def test_kv_cache_stores_keys_and_values_at_their_absolute_positions():
+    "RoPE is relative, so a uniform shift of every position leaves all logits unchanged: check the stored keys."
+    model = randomise(small_model(n_kv_heads=2))
+    x = ids(2, 9)
+    with torch.no_grad():
+        cache = model.new_cache(2)
+        model(x[:, :4], cache=cache)
+        model(x[:, 4:], cache=cache)
+        a = model.layers[0].attention
+        h = model.layers[0].attention_norm(model.tok_embeddings(x))  # (B, T, dim): what layer 0's attention reads
+        k = a.wk(h).view(2, 9, 2, 8).transpose(1, 2)  # (B, n_kv_heads, T, head_dim)
+        v = a.wv(h).view(2, 9, 2, 8).transpose(1, 2)
+    assert_close(cache.k[0, :, :, :9], apply_rotary(k, model.rope_cos, model.rope_sin))  # key t rotated by t
+    assert_close(cache.v[0, :, :, :9], v)
+    assert not cache.k[:, :, :, 9:].any()  # nothing written beyond pos
+
+
+@pytest.mark.parametrize("prefill", [24, 20, 1])
+def test_kv_cache_filled_to_exactly_max_seq_len(prefill):
+    "The last position of the context (max_seq_len - 1) is reachable through the cache and matches a full pass."
+    model = randomise(small_model(n_kv_heads=2))
+    x = ids(1, SMALL["max_seq_len"])
+    with torch.no_grad():
+        full, _ = model(x)
+        cache = model.new_cache(1)
+        steps = [model(x[:, :prefill], cache=cache)[0]]
+        steps += [model(x[:, t : t + 1], cache=cache)[0] for t in range(prefill, SMALL["max_seq_len"])]
+        assert cache.pos == SMALL["max_seq_len"]
+        assert_close(torch.cat(steps, dim=1), full)
+        with pytest.raises(ValueError, match="sequence too long: 24 cached"):
+            model(x[:, :1], cache=cache)
+
+
+def test_decoding_after_a_prompt_of_max_seq_len_minus_one():
+    model = randomise(small_model())
+    x = ids(2, SMALL["max_seq_len"])
+    with torch.no_grad():
+        full, _ = model(x)
+        cache = model.new_cache(2)
+        prompt_logits, _ = model(x[:, :-1], cache=cache)
+        last, _ = model(x[:, -1:], cache=cache)
+    assert_close(prompt_logits, full[:, :-1])
+    assert_close(last, full[:, -1:])
 
 
 def test_kv_cache_sizes_and_errors():

@@ -5,20 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llama_nb.rmsnorm import RMSNorm
-
-
-def normalises_each_position(norm, B=2, T=6, dim=16, seed=0):
-    """True if changing positions > t never changes the output at positions <= t."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, T, dim, generator=g)
-    y = norm(x)
-    for t in range(T - 1):
-        x2 = x.clone()
-        x2[:, t + 1 :] = 5 * torch.randn(B, T - t - 1, dim, generator=g)
-        if not torch.allclose(norm(x2)[:, : t + 1], y[:, : t + 1], rtol=1e-6, atol=1e-6):
-            return False
-    return True
+from llama_nb.rmsnorm import RMSNorm, normalises_each_position
 
 
 class SequenceRMSNorm(nn.Module):

@@ -1,25 +1,16 @@
 """Tests for llama_nb.swiglu (chapter 4): reference equality, Llama sizes, properties, bad input, the seed's variant."""
 
+import math
+
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from llama_nb.swiglu import SwiGLU, llama_hidden_dim
+from llama_nb.swiglu import SwiGLU, llama_hidden_dim, matches_mlp_budget, zero_in_zero_out
 
 
 def n_params(module):
     return sum(p.numel() for p in module.parameters())
-
-
-def matches_mlp_budget(ffn, dim, multiple_of):
-    """True if ffn has as many parameters as a bias-free 4*dim two-matrix MLP (8 dim^2), up to the rounding."""
-    return abs(n_params(ffn) - 8 * dim * dim) <= 3 * dim * multiple_of
-
-
-def zero_in_zero_out(ffn, dim):
-    with torch.no_grad():
-        return bool((ffn(torch.zeros(1, dim)) == 0).all())
 
 
 class SeedSwiGLU(nn.Module):
@@ -50,16 +41,39 @@ def test_structure():
     assert set(ffn.state_dict()) == {"w1.weight", "w2.weight", "w3.weight"}
 
 
+def swiglu_reference(x, w1, w2, w3):
+    "w2 (silu(w1 x) * w3 x) in float64, with SiLU written out: silu(a) = a / (1 + e^-a) (no torch activation)."
+    x, w1, w2, w3 = (t.detach().double() for t in (x, w1, w2, w3))
+    gate = torch.einsum("...d,hd->...h", x, w1)
+    up = torch.einsum("...d,hd->...h", x, w3)
+    return torch.einsum("...h,dh->...d", gate / (1 + torch.exp(-gate)) * up, w2)
+
+
 @pytest.mark.parametrize("dim,hidden", [(64, 192), (96, 128), (256, 704)])
 def test_matches_formula(dim, hidden):
     torch.manual_seed(0)
     ffn = SwiGLU(dim, hidden)
     x = torch.randn(3, 7, dim)
-    W1, W2, W3 = ffn.w1.weight, ffn.w2.weight, ffn.w3.weight
-    torch.testing.assert_close(ffn(x), (F.silu(x @ W1.T) * (x @ W3.T)) @ W2.T)
-    # SiLU is x * sigmoid(x): check the activation itself against its definition too
-    h = x @ W1.T
-    torch.testing.assert_close(F.silu(h), h * torch.sigmoid(h))
+    out = ffn(x)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    expected = swiglu_reference(x, ffn.w1.weight, ffn.w2.weight, ffn.w3.weight)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_identity_weights_give_silu_gate_times_input_by_hand():
+    "With w1 = w3 = w2 = I the network is silu(x) * x: values worked out by hand (silu(1) = 1 / (1 + 1/e))."
+    ffn = SwiGLU(3, 3)
+    with torch.no_grad():
+        for w in (ffn.w1, ffn.w2, ffn.w3):
+            w.weight.copy_(torch.eye(3))
+    x = torch.tensor([[0.0, 1.0, -2.0]])
+    silu = [0.0, 1 / (1 + math.exp(-1.0)), -2 / (1 + math.exp(2.0))]  # 0, 0.7311, -0.2384
+    expected = torch.tensor([[s * v for s, v in zip(silu, [0.0, 1.0, -2.0])]])  # 0, 0.7311, 0.4768
+    torch.testing.assert_close(ffn(x), expected)
+    # gate and up are not interchangeable: silu(w1 x) * (w3 x) with w3 = 2 I doubles the output, w1 = 2 I does not
+    with torch.no_grad():
+        ffn.w3.weight.mul_(2)
+    torch.testing.assert_close(ffn(x), 2 * expected)
 
 
 def test_matches_transformers_llama_mlp():
