@@ -7,17 +7,23 @@
    its KV cache, and transformers' `generate` with its cache. All three must produce the same tokens.
 
 Run: `.venv/bin/python benchmarks/bench_model.py` (about a minute on 2 cores) or `--quick` (a few seconds).
-Torch's thread count is left at its default. transformers is a dev dependency, needed only here and in tests.
+`--threads` (default 2) sets torch's thread count; each timed section records its CPU share, and a ratio measured
+while other programs took CPU time is refused (see machine.py). `--json` adds one machine-readable line.
+transformers is a dev dependency, needed only here and in tests.
 """
 
 import argparse
+import json
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from machine import DEFAULT_THREADS, CpuMeter, check_threads, figure
 
-from llama_nb.model import Llama, LlamaConfig, config_to_hf_dict, to_hf_state_dict
+from llama_nb.hf import config_to_hf_dict, to_hf_state_dict
+from llama_nb.model import Llama, LlamaConfig
 
 TRAIN = dict(vocab_size=2048, dim=128, n_layers=4, n_heads=4, max_seq_len=64)
 BATCH = 12
@@ -56,7 +62,8 @@ def train_step_hf(model, opt, x, y):
     return loss
 
 
-def bench_train(steps: int, warmup: int) -> dict:
+def bench_train(steps: int, warmup: int, meter: CpuMeter) -> dict:
+    "Median tokens/s of each model's training step; the loop (warm-up included) runs inside `meter`."
     torch.manual_seed(0)
     ours = Llama(LlamaConfig(**TRAIN)).train()
     hf = hf_twin(ours).train()
@@ -64,17 +71,19 @@ def bench_train(steps: int, warmup: int) -> dict:
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, TRAIN["vocab_size"], (steps + warmup, BATCH, TRAIN["max_seq_len"] + 1), generator=g)
     times, losses = {"llama_nb": [], "transformers": []}, {}
-    for i, batch in enumerate(data):
-        x, y = batch[:, :-1], batch[:, 1:]
-        for name, step, model, opt in (("llama_nb", train_step_ours, ours, opt_ours),
-                                       ("transformers", train_step_hf, hf, opt_hf)):
-            t0 = time.perf_counter()
-            losses[name] = step(model, opt, x, y).item()
-            dt = time.perf_counter() - t0
-            if i >= warmup:
-                times[name].append(dt)
-        if i == 0:  # same weights, same batch: the first losses must agree
-            assert abs(losses["llama_nb"] - losses["transformers"]) < 1e-4, losses
+    with meter:
+        for i, batch in enumerate(data):
+            x, y = batch[:, :-1], batch[:, 1:]
+            for name, step, model, opt in (("llama_nb", train_step_ours, ours, opt_ours),
+                                           ("transformers", train_step_hf, hf, opt_hf)):
+                t0 = time.perf_counter()
+                losses[name] = step(model, opt, x, y).item()
+                dt = time.perf_counter() - t0
+                if i >= warmup:
+                    times[name].append(dt)
+            if i == 0 and abs(losses["llama_nb"] - losses["transformers"]) > 1e-4:
+                raise SystemExit(f"error: same weights and batch, but the first losses differ: {losses}. The "
+                                 "models are not the same, so their speeds cannot be compared.")
     tokens = BATCH * TRAIN["max_seq_len"]
     return {name: tokens / statistics.median(t) for name, t in times.items()}
 
@@ -108,7 +117,8 @@ def greedy_hf(hf, prompt, n_new):
                        do_sample=False, use_cache=True, pad_token_id=0)
 
 
-def bench_generate(n_new: int, prompt_len: int, repeats: int) -> tuple[dict, bool]:
+def bench_generate(n_new: int, prompt_len: int, repeats: int, meter: CpuMeter) -> tuple[dict, bool]:
+    "Tokens/s of each decoding method (median of `repeats`) and whether all produced the same tokens."
     torch.manual_seed(0)
     cfg = LlamaConfig(**{**TRAIN, "max_seq_len": prompt_len + n_new})
     ours = Llama(cfg).eval()
@@ -120,43 +130,83 @@ def bench_generate(n_new: int, prompt_len: int, repeats: int) -> tuple[dict, boo
     times, outputs = {name: [] for name in runs}, {}
     for fn in runs.values():
         fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            outputs[name] = fn()
-            times[name].append(time.perf_counter() - t0)
+    with meter:
+        for _ in range(repeats):
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                outputs[name] = fn()
+                times[name].append(time.perf_counter() - t0)
     ref = outputs["llama_nb, KV cache"]
     same = all(torch.equal(o, ref) for o in outputs.values())
     return {name: n_new / statistics.median(t) for name, t in times.items()}, same
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run: 5 training steps, 64 new tokens")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"torch.set_num_threads (default: {DEFAULT_THREADS})")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    args = parser.parse_args(argv)
+    try:
+        threads = check_threads(args.threads)
+    except ValueError as e:
+        parser.error(str(e))
+    torch.set_num_threads(threads)
     steps, warmup = (5, 2) if args.quick else (30, 5)
     n_new, repeats = (64, 1) if args.quick else (256, 3)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    train = bench_train(steps, warmup)
-    gen, same = bench_generate(n_new, prompt_len=16, repeats=repeats)
+    print(f"torch {torch.__version__}, {threads} threads", flush=True)
+    train_meter, gen_meter = CpuMeter(threads), CpuMeter(threads)
+    train = bench_train(steps, warmup, train_meter)
+    gen, same = bench_generate(n_new, 16, repeats, gen_meter)
 
     cfg = ", ".join(f"{k}={v}" for k, v in TRAIN.items())
     print(f"\nTraining step (fp32, forward + loss + backward + AdamW), {cfg}, batch={BATCH}, "
-          f"median of {steps} steps after {warmup} warm-up")
+          f"median of {steps} steps after {warmup} warm-up | CPU share {train_meter.cpu_share:.2f} of {threads}")
     print(f"  {'model':24s} {'tokens/s':>10s}")
     for name, tps in train.items():
         print(f"  {name:24s} {tps:10,.0f}")
     print(f"  llama_nb / transformers: {train['llama_nb'] / train['transformers']:.2f}x")
 
-    print(f"\nGreedy generation of {n_new} tokens after a 16-token prompt, batch 1, median of {repeats}")
+    print(f"\nGreedy generation of {n_new} tokens after a 16-token prompt, batch 1, median of {repeats} | CPU share "
+          f"{gen_meter.cpu_share:.2f} of {threads}")
     print(f"  {'method':24s} {'tokens/s':>10s}")
     for name, tps in gen.items():
         print(f"  {name:24s} {tps:10,.0f}")
-    print(f"  KV cache speed-up:               {gen['llama_nb, KV cache'] / gen['llama_nb, no cache']:.1f}x")
-    print(f"  llama_nb cache / transformers:   {gen['llama_nb, KV cache'] / gen['transformers generate']:.2f}x")
+    cached, uncached, hf = gen["llama_nb, KV cache"], gen["llama_nb, no cache"], gen["transformers generate"]
+    print(f"  KV cache speed-up:               {cached / uncached:.1f}x")
+    print(f"  llama_nb cache / transformers:   {cached / hf:.2f}x")
     print(f"  all three produce the same tokens: {same}")
+    if not same:
+        print("error: the three decoders disagree, so their speeds cannot be compared.", file=sys.stderr)
+        return 1
+
+    short = " (QUICK)" if args.quick else ""
+    figures = [
+        figure(f"training step tokens/s, llama_nb / transformers{short}",
+               round(train["llama_nb"] / train["transformers"], 3), "x", [train_meter],
+               ours=round(train["llama_nb"]), reference=round(train["transformers"]),
+               measure="tokens/s", ours_label="llama_nb Llama",
+               reference_label="transformers LlamaForCausalLM, same weights"),
+        figure(f"greedy decoding of {n_new} tokens, KV cache / no cache{short}", round(cached / uncached, 3), "x",
+               [gen_meter], measure="tokens/s", ours=round(cached), reference=round(uncached),
+               ours_label="llama_nb, KV cache",
+               reference_label="llama_nb, whole sequence re-run per token"),
+        figure(f"greedy decoding of {n_new} tokens, llama_nb / transformers generate{short}", round(cached / hf, 3),
+               "x", [gen_meter], measure="tokens/s", ours=round(cached), reference=round(hf),
+               ours_label="llama_nb, KV cache",
+               reference_label="transformers generate, its cache"),
+    ]
+    for fig in figures:
+        if fig["refused"]:
+            print(f"REFUSED {fig['name']}: {fig['refused']}")
+    if args.json:
+        print(json.dumps({"benchmark": "model", "figures": figures, "settings": {
+            **TRAIN, "batch": BATCH, "train_steps": steps, "warmup_steps": warmup, "new_tokens": n_new,
+            "prompt_tokens": 16, "repeats": repeats, "threads": threads}}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
