@@ -20,7 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from machine import DEFAULT_THREADS, CpuMeter, check_threads, figure
+from machine import CpuMeter, add_cpu_benchmark_args, figure, parse_cpu_benchmark_args
 
 from llama_nb.hf import config_to_hf_dict, to_hf_state_dict
 from llama_nb.model import Llama, LlamaConfig
@@ -144,15 +144,8 @@ def bench_generate(n_new: int, prompt_len: int, repeats: int, meter: CpuMeter) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run: 5 training steps, 64 new tokens")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"torch.set_num_threads (default: {DEFAULT_THREADS})")
-    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
-    args = parser.parse_args(argv)
-    try:
-        threads = check_threads(args.threads)
-    except ValueError as e:
-        parser.error(str(e))
-    torch.set_num_threads(threads)
+    add_cpu_benchmark_args(parser)
+    args, threads = parse_cpu_benchmark_args(parser, argv)
     steps, warmup = (5, 2) if args.quick else (30, 5)
     n_new, repeats = (64, 1) if args.quick else (256, 3)
 

@@ -20,7 +20,7 @@ import time
 from unittest import mock
 
 import torch
-from machine import DEFAULT_THREADS, CpuMeter, check_threads, figure
+from machine import CpuMeter, add_cpu_benchmark_args, figure, parse_cpu_benchmark_args
 
 from llama_nb.gguf import load_pretrained_gguf, smollm2_gguf_path
 from llama_nb.sampling import generate
@@ -70,16 +70,9 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "both"], default="both")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"torch.set_num_threads (default: {DEFAULT_THREADS})")
     parser.add_argument("--quick", action="store_true", help="8 new tokens, 2 repeats")
-    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
-    args = parser.parse_args(argv)
-    try:
-        threads = check_threads(args.threads)
-    except ValueError as e:
-        parser.error(str(e))
-    torch.set_num_threads(threads)
+    add_cpu_benchmark_args(parser)
+    args, threads = parse_cpu_benchmark_args(parser, argv)
     if args.quick:
         args.new_tokens, args.repeats = 8, 2
     path = smollm2_gguf_path()

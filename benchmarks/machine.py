@@ -16,6 +16,7 @@ substantial part of a core. The load average is recorded too, but it is no test:
 this benchmark's own threads.
 """
 
+import argparse
 import os
 import platform
 import subprocess
@@ -119,6 +120,26 @@ def check_threads(threads: int) -> int:
         raise ValueError(f"--threads {threads} asks for more threads than the {available} CPUs this process may use: "
                          f"use --threads {available} or fewer.")
     return threads
+
+
+def add_cpu_benchmark_args(parser: argparse.ArgumentParser) -> None:
+    "The two options run_all.py passes to every CPU benchmark: --threads and --json."
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"torch.set_num_threads (default: {DEFAULT_THREADS})")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+
+
+def parse_cpu_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, int]:
+    "Parse `argv`, check --threads (a usage error saying what to pass) and set torch's thread count to it."
+    import torch  # only the benchmarks need it, not run_all.py
+
+    args = parser.parse_args(argv)
+    try:
+        threads = check_threads(args.threads)
+    except ValueError as e:
+        parser.error(str(e))
+    torch.set_num_threads(threads)
+    return args, threads
 
 
 def cpu_model() -> str:
