@@ -2,14 +2,15 @@
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'LATEST_FILE', 'MODEL_FILE', 'STATE_FILE', 'TOKENIZER_FILE', 'BEST_FILE', 'CheckpointError',
-           'capture_rng_state', 'restore_rng_state', 'save_checkpoint', 'find_checkpoint', 'read_checkpoint',
-           'load_checkpoint', 'load_model_from_checkpoint']
+           'capture_rng_state', 'restore_rng_state', 'data_fingerprint', 'save_checkpoint', 'find_checkpoint',
+           'read_checkpoint', 'load_checkpoint', 'load_model_from_checkpoint']
 
 # %% ../notebooks/06d_checkpoints.ipynb #c031
 # Checkpoints (Chapter 6.4): safetensors weights plus a weights_only state file, written atomically, with
 # every random state needed to resume a run exactly.
-import re
+import hashlib
 import json
+import re
 import os
 import random
 import shutil
@@ -24,7 +25,9 @@ from safetensors.torch import save_model as _save_safetensors
 import torch
 from tokenizers import Tokenizer
 
+from .batches import TokenizedData
 from .model import Llama, LlamaConfig
+from .optim import EMA
 from .tokenizer import load_tokenizer
 
 CHECKPOINT_FORMAT = "llama_nb.checkpoint/1"
@@ -100,6 +103,16 @@ def _step_key(path: Path) -> tuple[int, int] | None:
     "(step, n) of a checkpoint directory named step_XXXXXX or step_XXXXXX-n; None for any other name."
     m = re.fullmatch(r"step_(\d+)(?:-(\d+))?", path.name)
     return (int(m[1]), int(m[2] or 0)) if m else None
+
+
+def data_fingerprint(data: TokenizedData) -> str:
+    """A short SHA-256 of the token ids the run reads (with BPE-dropout copies, those too): saved in each checkpoint,
+    so that resuming on other data (or another tokenizer) is refused."""
+    h = hashlib.sha256()
+    for ids in (data.train_ids, data.val_ids, data.train_dropout_ids):
+        if ids is not None:
+            h.update(ids.numpy().astype("<i8").tobytes())
+    return h.hexdigest()[:16]
 
 
 def save_checkpoint(out_dir: str | os.PathLike, model: Llama, optimizer: torch.optim.Optimizer | None = None, *,
@@ -241,10 +254,12 @@ def load_checkpoint(path: str | os.PathLike, model: Llama, optimizer: torch.opti
     return state
 
 
-def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
-                               best: bool = False) -> tuple[Llama, Tokenizer | None, dict]:
+def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu", best: bool = False,
+                               averaged: bool = True) -> tuple[Llama, Tokenizer | None, dict]:
     """A model built from the checkpoint's own config, with its weights, in eval mode; its tokenizer; its state.
-    `best=True` loads the run's best checkpoint (`BEST`) instead of the latest."""
+    `best=True` loads the run's best checkpoint (`BEST`) instead of the latest. When the run kept an average of
+    its weights (section 6.2's `EMA`, `TrainConfig.ema_decay`), those are the weights it evaluated, and they are
+    loaded unless `averaged=False`."""
     ckpt, state = read_checkpoint(path, best)
     try:
         config = LlamaConfig.from_dict(state["model_config"])
@@ -253,5 +268,13 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device | s
                               "llama_nb.") from e
     model = Llama(config).to(device)
     load_checkpoint(ckpt, model, restore_rng=False)
+    if averaged and state.get("ema") is not None:
+        try:
+            ema = EMA(model, state["ema"]["decay"])
+            ema.load_state_dict(state["ema"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{ckpt / STATE_FILE} holds a damaged weight average ({_first_line(e)}). Load the "
+                                  "raw weights with averaged=False, or use another checkpoint.") from e
+        ema.copy_to(model)
     tokenizer = load_tokenizer(ckpt / TOKENIZER_FILE) if (ckpt / TOKENIZER_FILE).is_file() else None
     return model.eval(), tokenizer, state

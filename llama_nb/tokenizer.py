@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'UNK_ID', 'PAD_ID', 'BOS_ID', 'EOS_ID', 'DEFAULT_VOCAB_SIZE', 'MIN_VOCAB_SIZE', 'toy_bpe',
-           'toy_bpe_encode', 'train_tokenizer', 'TokenizerError', 'save_tokenizer', 'load_tokenizer']
+           'toy_bpe_encode', 'train_tokenizer', 'TokenizerError', 'save_tokenizer', 'load_tokenizer',
+           'encode_with_bpe_dropout']
 
 # %% ../notebooks/01_tokenizer.ipynb #c003
 # The tokenizer (Chapter 1): byte-level BPE trained with Hugging Face `tokenizers`, with the book's special tokens.
@@ -121,3 +122,89 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise TokenizerError(f"{path} has special-token ids {dict(zip(SPECIAL_TOKENS, ids))}; this book expects "
                              f"{SPECIAL_TOKENS} at ids 0-3. Re-train it with llama_nb.tokenizer.train_tokenizer().")
     return tokenizer
+
+# %% ../notebooks/01_tokenizer.ipynb #d002
+import numbers
+import re
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+
+def _bpe_tables(tokenizer: Tokenizer) -> tuple[dict[str, int], dict[tuple[int, int], int], list[int]]:
+    "The vocabulary, each merge's rank keyed by its (left id, right id) pair, and the id each merge creates."
+    if not isinstance(tokenizer, Tokenizer):
+        raise ValueError(f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}.")
+    model = json.loads(tokenizer.to_str())["model"]
+    if model["type"] != "BPE":
+        raise ValueError(f"BPE-dropout needs a BPE tokenizer, but this one's model is {model['type']}.")
+    if tokenizer.normalizer or any(model.get(k) for k in ("ignore_merges", "continuing_subword_prefix",
+                                                          "end_of_word_suffix")):
+        raise ValueError("Only plain byte-level BPE tokenizers like train_tokenizer's are supported: no normalizer, "
+                         "ignore_merges, continuing_subword_prefix or end_of_word_suffix.")
+    vocab, ranks, merged = model["vocab"], {}, []
+    for rank, merge in enumerate(model["merges"]):
+        a, b = merge.split(" ") if isinstance(merge, str) else merge  # older files store "a b"
+        ranks[vocab[a], vocab[b]] = rank
+        merged.append(vocab[a + b])
+    return vocab, ranks, merged
+
+
+def _skips(rng: np.random.Generator, p: float, block: int = 1 << 16) -> Iterator[bool]:
+    "An endless stream of independent skip decisions, each True with probability `p`, drawn `block` at a time."
+    while True:
+        yield from (rng.random(block) < p).tolist()
+
+
+def _merge_word(symbols: list[int], ranks: dict, merged: list[int], skip: Callable[[], bool]) -> list[int]:
+    """BPE-dropout on one word's ids (merged in place): at each step examine the candidate merges by rank (leftmost
+    first among equals), skip each while `skip()` says so, apply the first that survives; stop when none does."""
+    get = ranks.get
+    while (n := len(symbols)) > 1:
+        candidates = [r * n + i for i, r in enumerate(map(get, zip(symbols, symbols[1:]))) if r is not None]
+        candidates.sort()  # rank * n + position: by rank, then position
+        for c in candidates:
+            if not skip():
+                i = c % n
+                symbols[i : i + 2] = [merged[c // n]]
+                break
+        else:
+            break  # every candidate was skipped, or there was none: the word is done
+    return symbols
+
+
+def encode_with_bpe_dropout(tokenizer: Tokenizer, text: str, dropout: float, seed: int) -> list[int]:
+    """Token ids of `text` (no special tokens added) with BPE-dropout: at each merge step every applicable merge is
+    skipped with probability `dropout`, and the best-ranked survivor is applied. `dropout=0` gives exactly
+    `tokenizer.encode(text, add_special_tokens=False).ids`, `dropout=1` one token per byte. The randomness comes
+    from `numpy.random.default_rng(seed)` only, so a seed reproduces the ids."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
+        raise ValueError(f"dropout must be a probability in [0, 1] (not NaN), got {dropout!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}.")
+    vocab, ranks, merged = _bpe_tables(tokenizer)
+    skip = _skips(np.random.default_rng(seed), float(dropout)).__next__
+    added = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items()}
+    pattern = "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True))  # leftmost-longest, as HF
+    parts = re.split(f"({pattern})", text) if added else [text]  # odd parts: added tokens written in the text
+    starts, cache, ids = {}, {}, []
+    for j, part in enumerate(parts):
+        if j % 2:
+            ids.append(added[part])
+            continue
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(part) if tokenizer.pre_tokenizer else [(part, 0)]:
+            if dropout == 0 and word in cache:  # deterministic: each distinct word is merged once
+                ids += cache[word]
+                continue
+            if (start := starts.get(word)) is None:
+                if missing := [c for c in word if c not in vocab]:
+                    raise ValueError(f"{missing[0]!r} is not in the vocabulary: use a byte-level BPE tokenizer "
+                                     "(like train_tokenizer's), whose 256 byte symbols spell any text.")
+                start = starts[word] = [vocab[c] for c in word]
+            out = _merge_word(start.copy(), ranks, merged, skip)
+            if dropout == 0:
+                cache[word] = out
+            ids += out
+    return ids

@@ -12,14 +12,15 @@ from pathlib import Path
 from .batches import prepare_data
 from .checkpoint import TOKENIZER_FILE, CheckpointError, read_checkpoint
 from .data import DataError, load_tinyshakespeare
-from .gpu import env_rank, train_fast
-from .loop import DTYPE_NAMES, MODEL_FIELDS, PRESETS, RESUMABLE_CHANGES, TrainConfig, preset_configs
+from .gpu import MODEL_FIELDS, PRESETS, env_rank, preset_configs, train_fast
+from .loop import COMPILE_MODES, DTYPE_NAMES, RESUMABLE_CHANGES, TrainConfig
 from .model import LlamaConfig, count_parameters
 from .tokenizer import TokenizerError, load_tokenizer
 
 _TRAIN_FLAGS = ("batch_size", "seq_len", "grad_accum_steps", "max_steps", "lr", "min_lr", "warmup_steps",
                 "weight_decay", "grad_clip", "eval_interval", "sample_tokens", "seed", "device", "time_budget_s",
-                "dtype", "compile", "log_interval", "keep_best", "patience")
+                "dtype", "compile", "compile_mode", "log_interval", "keep_best", "patience", "ema_decay",
+                "bpe_dropout")
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -42,18 +43,24 @@ def build_train_parser() -> argparse.ArgumentParser:
     t.add_argument("--keep-best", action=argparse.BooleanOptionalAction,
                    help="also keep the checkpoint with the lowest validation loss (DIR/BEST)")
     t.add_argument("--patience", type=int, help="stop after this many evaluations without a better validation loss")
+    t.add_argument("--ema-decay", type=float, help="evaluate and keep an average of the weights (0.99: about the "
+                                                    "last 100 steps; 0: off)")
+    t.add_argument("--bpe-dropout", type=float, help="train on BPE-dropout copies of the train split (0.1: skip "
+                                                      "one merge in ten; 0: off)")
     t.add_argument("--device", help="auto (the default: the CUDA GPU if there is one, else the CPU), cpu, cuda, "
                                     "cuda:N or mps")
     t.add_argument("--dtype", choices=list(DTYPE_NAMES), help="autocast dtype (float16 uses loss scaling)")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model")
+    t.add_argument("--compile-mode", choices=list(COMPILE_MODES),
+                   help="torch.compile's mode (reduce-overhead: CUDA graphs)")
     t.add_argument("--time-budget", dest="time_budget_s", type=float, help="stop after this many seconds of steps")
     r = p.add_argument_group("run")
     r.add_argument("--data", help="a UTF-8 text file (default: TinyShakespeare)")
     r.add_argument("--out-dir", help="where checkpoints go (default: runs/<preset>)")
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir; its saved configuration is used (only --max-steps, "
-                        "--eval-interval, --sample-tokens, --device, --time-budget, --compile, --log-interval and "
-                        "--patience may change)")
+                        "--eval-interval, --sample-tokens, --device, --time-budget, --compile, --compile-mode, "
+                        "--log-interval and --patience may change)")
     r.add_argument("--stop-at", type=int, help="stop after this many steps without changing the schedule")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from llama_nb.gpu import (
+    PRESETS,
     DistInfo,
+    GPURuntime,
     all_reduce_mean,
     autocast_context,
     distributed,
@@ -21,7 +23,7 @@ from llama_nb.gpu import (
     resolve_dtype,
     time_steps,
 )
-from llama_nb.loop import PRESETS, TrainConfig, resolve_device
+from llama_nb.loop import TrainConfig, resolve_device
 from llama_nb.model import Llama, LlamaConfig, count_parameters, parameter_breakdown
 from llama_nb.optim import configure_optimizer, train_step
 
@@ -63,7 +65,7 @@ def test_mps_only_on_request_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="MPS .* experimental"):
         assert resolve_device("mps") == torch.device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="MPS backend is not available"):
+    with pytest.raises(ValueError, match="MPS is not available"):
         resolve_device("mps")
 
 
@@ -250,3 +252,47 @@ def test_one_process_needs_no_process_group(monkeypatch):
         assert info == DistInfo() and info.is_main
         assert not torch.distributed.is_initialized()
         assert all_reduce_mean([1.5, 2.0], info) == [1.5, 2.0]
+
+
+def test_gpu_runtime_copies_batches_from_pinned_memory(monkeypatch):
+    "On CUDA a batch goes through pinned memory with non_blocking=True, so the copy never makes the CPU wait."
+    calls = []
+
+    class Pinned:
+        def to(self, device, non_blocking=False):
+            calls.append((device, non_blocking))
+            return "on the GPU"
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: Pinned())
+    assert GPURuntime(torch.device("cuda")).to_device(torch.zeros(2, 3, dtype=torch.long)) == "on the GPU"
+    assert calls == [(torch.device("cuda"), True)]
+    assert GPURuntime(torch.device("cpu")).to_device(torch.zeros(2)).device.type == "cpu"
+
+
+def test_the_loop_moves_every_batch_through_the_runtime(corpus_text):
+    "Chapter 6's loop lets the runtime place each batch (GPURuntime pins it): one call per input and target."
+    from llama_nb.batches import prepare_data
+    from llama_nb.loop import Runtime, train
+
+    moved = []
+
+    class Counting(Runtime):
+        def to_device(self, batch):
+            moved.append(tuple(batch.shape))
+            return super().to_device(batch)
+
+    data = prepare_data(corpus_text[:20_000], 512)
+    tc = TrainConfig(batch_size=4, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0,
+                     device="cpu", grad_accum_steps=2)
+    train(LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16), tc, data, progress=False,
+          log=lambda m: None, runtime=Counting())
+    assert moved == [(4, 16)] * (2 * 2 * 3)  # x and y, 2 micro-batches, 3 steps
+
+
+def test_loop_speed_reads_the_clock_after_the_warmup():
+    "The in-loop speed leaves out the compilation steps: only read-backs at or after skip_steps count."
+    from llama_nb.gpu import loop_speed
+
+    history = {"clock": [[50, 10.0], [100, 11.0], [150, 12.0], [200, 13.5]]}  # [step, seconds of training]
+    assert loop_speed(history, skip_steps=100) == (2.5 / 100, 100)
+    assert loop_speed(history, skip_steps=200) is None and loop_speed({}, skip_steps=0) is None
