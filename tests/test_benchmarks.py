@@ -4,6 +4,7 @@ tests; `make bench` runs them."""
 
 import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
 
 import run_all  # noqa: E402
 from gpt2_baseline import NANOGPT_CPU, CharGPT2, char_data, nanogpt_optimizer, train_baseline  # noqa: E402
@@ -208,3 +210,36 @@ def test_baseline_trains_and_scores_in_nats_per_character(small_chars):
     # Three steps from a near-uniform start: close to ln(V) nats per character (one token per character).
     assert math.isfinite(result.val_nats_per_char) and 3.0 < result.val_nats_per_char < math.log(V) + 0.3
     assert train_baseline(small_chars, max_iters=5, stop=lambda steps: steps == 2).steps == 2  # stopped early
+
+
+# --- the GPU session's notebook runner ------------------------------------------------------------------------------
+
+
+def test_run_notebook_keeps_every_finished_cell_when_one_fails(tmp_path):
+    "benchmarks/run_notebook.py writes the notebook after each cell: a failure (or a deadline) loses no finished cell."
+    import nbformat
+
+    new = nbformat.v4
+    cells = [new.new_markdown_cell("# t"), new.new_code_cell("print(6 * 7)"),
+             new.new_code_cell("raise RuntimeError('planted')"), new.new_code_cell("print('never')")]
+    nb = new.new_notebook(cells=cells)
+    nbformat.write(nb, tmp_path / "t.ipynb")
+    out = tmp_path / "out"
+    command = [sys.executable, str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "cell 2 FAILED" in done.stdout and "42" in done.stdout  # echoed as it ran
+    cells = nbformat.read(out / "t.ipynb", as_version=4).cells
+    assert cells[1].outputs[0]["text"] == "42\n" and cells[1].execution_count == 1
+    assert cells[2].outputs[0]["ename"] == "RuntimeError" and cells[3].outputs == []
+
+
+def test_run_notebook_stopped_by_a_deadline_keeps_the_cells_it_finished(tmp_path):
+    import nbformat
+
+    new = nbformat.v4
+    cells = [new.new_code_cell("print(6 * 7)"), new.new_code_cell("import time\ntime.sleep(300)")]
+    nbformat.write(new.new_notebook(cells=cells), tmp_path / "t.ipynb")
+    command = [sys.executable, str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(tmp_path)]
+    with pytest.raises(subprocess.TimeoutExpired):  # the session's deadline kills the runner mid-cell
+        subprocess.run(command, capture_output=True, text=True, timeout=20)
+    assert nbformat.read(tmp_path / "t.ipynb", as_version=4).cells[0].outputs[0]["text"] == "42\n"
