@@ -1,12 +1,8 @@
-import os
 from pathlib import Path
 
 import pytest
 
-# Developers and CI keep a copy of the corpus in ../shared beside the checkout; use it when nothing else is set.
-SHARED_COPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-if SHARED_COPY.is_file():
-    os.environ.setdefault("LLAMA_NB_TINYSHAKESPEARE", str(SHARED_COPY))
+# ../conftest.py points LLAMA_NB_TINYSHAKESPEARE at the shared copy of the corpus, for these tests and the notebooks.
 
 
 @pytest.fixture(scope="session")
