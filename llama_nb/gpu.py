@@ -292,8 +292,6 @@ def train_fast(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, **kwar
 # this chapter's, `tiny` for tests. `python -m llama_nb.train --preset NAME` (section 7.2) starts from them. The
 # model's max_seq_len is always the training seq_len.
 from dataclasses import fields
-
-from .loop import TrainConfig
 PRESETS: dict[str, dict[str, dict]] = {
     "tiny": {  # seconds: for tests and smoke runs
         "model": dict(vocab_size=512, dim=32, n_layers=2, n_heads=2, multiple_of=16),
