@@ -331,25 +331,39 @@ from .model import count_parameters
 
 def climb_ladder(preset: str, rungs: dict[str, dict], data_for: Callable[[int], TokenizedData], *,
                  base: dict | None = None, baseline: TrainResult | None = None, min_gain: float = 0.005,
-                 log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
+                 budget_s: float | None = None, log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
     """A greedy ladder of measured changes. The first run is `preset` with the `base` overrides (or `baseline`, a
     result of that run already made); then each rung, in order, trains the recipe so far plus the rung's overrides,
     and the rung is kept when its best validation loss is at least `min_gain` nats/char below the best so far.
-    `data_for(vocab_size)` gives the data. Returns a row per run and the final recipe (the kept overrides)."""
+    `data_for(vocab_size)` gives the data. With `budget_s`, a rung starts only when the wall time of the slowest
+    rung so far still fits in what is left of `budget_s` seconds; the rungs that do not fit are logged as not run.
+    Returns a row per run and the final recipe (the kept overrides)."""
+    if budget_s is not None and not budget_s > 0:
+        raise ValueError(f"budget_s must be a number of seconds > 0 (None: no limit), got {budget_s!r}.")
     recipe, best_so_far, rows = dict(base or {}), math.inf, []
+    start, slowest = time.perf_counter(), 0.0
     for name, change in [("baseline", {})] + list(rungs.items()):
+        used = time.perf_counter() - start
+        if budget_s is not None and rows and used + slowest > budget_s:
+            log(f"{name:<32} not run: {used:.0f} s of the ladder's {budget_s:.0f} s used, and a rung took up to "
+                f"{slowest:.0f} s")
+            continue
         config, tc = preset_configs(preset, **{**recipe, **change})
+        t0 = time.perf_counter()
         if name == "baseline" and baseline is not None:
             result = baseline
         else:
             result = train_fast(config, tc, data_for(config.vocab_size), progress=False, log=lambda message: None)
+        wall = time.perf_counter() - t0  # data, compilation, evaluations and steps: what the budget pays for
+        slowest = max(slowest, wall)
         best = result.best["nats_per_char"]
         kept = best <= best_so_far - min_gain
         if kept:
             recipe, best_so_far = {**recipe, **change}, best
         rows.append({"rung": name, "change": change, "parameters": count_parameters(config), "best": best,
                      "best_step": result.best["step"], "final": result.final["nats_per_char"], "steps": result.steps,
-                     "train_seconds": result.train_seconds, "kept": kept, "history": result.history})
+                     "train_seconds": result.train_seconds, "wall_seconds": wall, "kept": kept,
+                     "history": result.history})
         log(f"{name:<32} best {best:.3f} nats/char at step {result.best['step']:>4} | {result.steps:>4} steps in "
             f"{result.train_seconds:5.1f} s | {'kept' if kept else 'dropped'}")
     return rows, recipe

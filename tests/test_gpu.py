@@ -296,3 +296,63 @@ def test_loop_speed_reads_the_clock_after_the_warmup():
     history = {"clock": [[50, 10.0], [100, 11.0], [150, 12.0], [200, 13.5]]}  # [step, seconds of training]
     assert loop_speed(history, skip_steps=100) == (2.5 / 100, 100)
     assert loop_speed(history, skip_steps=200) is None and loop_speed({}, skip_steps=0) is None
+
+
+# climb_ladder: the greedy rule and the time budget, with train_fast replaced by a table of losses (no training)
+class _FakeTraining:
+    """Stands in for llama_nb.gpu.train_fast: the best loss of a run is looked up from its (lr, dim, dropout), and
+    each run advances a fake clock by `seconds`. Records the configurations it was asked to train."""
+
+    def __init__(self, monkeypatch, losses: dict[tuple, float], seconds: float = 10.0):
+        import llama_nb.gpu as gpu_module
+
+        self.losses, self.seconds, self.now, self.calls = losses, seconds, 0.0, []
+        monkeypatch.setattr(gpu_module, "train_fast", self)
+        monkeypatch.setattr(gpu_module.time, "perf_counter", lambda: self.now)
+
+    def __call__(self, config, tc, data, **kwargs):
+        from llama_nb.loop import TrainResult
+
+        self.calls.append((tc.lr, config.dim, config.dropout))
+        self.now += self.seconds
+        loss = self.losses[self.calls[-1]]
+        return TrainResult(model=None, history={}, final={"nats_per_char": loss + 0.1}, steps=20, train_seconds=1.0,
+                           best={"step": 10, "nats_per_char": loss, "checkpoint": None})
+
+
+def test_ladder_keeps_a_change_only_when_it_beats_the_best_by_min_gain(monkeypatch):
+    from llama_nb.gpu import climb_ladder
+
+    losses = {(3e-3, 32, 0.0): 1.55,  # the tiny preset: lr 3e-3, dim 32, dropout 0
+              (1e-2, 32, 0.0): 1.50,  # a higher lr helps: kept
+              (1e-2, 48, 0.0): 1.498,  # wider: 0.002 better, below the 0.005 margin: dropped
+              (1e-2, 32, 0.1): 1.40}  # dropout, on the recipe without the dropped width: kept
+    fake = _FakeTraining(monkeypatch, losses)
+    rungs = {"lr": dict(lr=1e-2), "wider": dict(dim=48), "dropout": dict(dropout=0.1)}
+    messages = []
+    rows, recipe = climb_ladder("tiny", rungs, lambda vocab: None, base=dict(max_steps=20), log=messages.append)
+    assert fake.calls == [(3e-3, 32, 0.0), (1e-2, 32, 0.0), (1e-2, 48, 0.0), (1e-2, 32, 0.1)]
+    assert recipe == dict(max_steps=20, lr=1e-2, dropout=0.1)
+    assert [(r["rung"], r["kept"]) for r in rows] == [("baseline", True), ("lr", True), ("wider", False),
+                                                       ("dropout", True)]
+    assert [r["best"] for r in rows] == [1.55, 1.50, 1.498, 1.40] and rows[1]["wall_seconds"] == 10.0
+    assert "dropped" in messages[2] and "kept" in messages[3]
+
+
+def test_ladder_reuses_the_baseline_and_skips_the_rungs_its_budget_cannot_fit(monkeypatch):
+    from llama_nb.gpu import climb_ladder, preset_configs
+
+    losses = {(3e-3, 32, 0.0): 1.55, (1e-2, 32, 0.0): 1.50, (1e-2, 48, 0.0): 1.45, (1e-2, 48, 0.1): 1.40}
+    fake = _FakeTraining(monkeypatch, losses, seconds=10.0)
+    baseline = fake(*preset_configs("tiny"), data=None)  # made before the ladder: it costs the ladder nothing
+    fake.calls.clear()
+    messages = []
+    rungs = {"lr": dict(lr=1e-2), "wider": dict(dim=48), "dropout": dict(dropout=0.1), "never": dict(lr=1.0)}
+    rows, recipe = climb_ladder("tiny", rungs, lambda vocab: None, baseline=baseline, budget_s=25.0,
+                                log=messages.append)
+    # 0 s used: "lr" runs; 10 s used + 10 s for the slowest rung fits in 25 s: "wider" runs; 20 + 10 does not
+    assert fake.calls == [(1e-2, 32, 0.0), (1e-2, 48, 0.0)]
+    assert [r["rung"] for r in rows] == ["baseline", "lr", "wider"] and recipe == dict(lr=1e-2, dim=48)
+    assert [m.split()[0] for m in messages if "not run" in m] == ["dropout", "never"]
+    with pytest.raises(ValueError, match="budget_s"):
+        climb_ladder("tiny", rungs, lambda vocab: None, baseline=baseline, budget_s=0)
