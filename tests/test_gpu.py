@@ -7,23 +7,26 @@ import warnings
 import pytest
 import torch
 
+import llama_nb.gpu as gpu_module
 from llama_nb.gpu import (
     PRESETS,
     DistInfo,
     GPURuntime,
     all_reduce_mean,
     autocast_context,
+    climb_ladder,
     distributed,
     flops_per_token,
     make_grad_scaler,
     matmul_parameters,
     mfu,
     peak_bf16_flops,
+    preset_configs,
     rank_slice,
     resolve_dtype,
     time_steps,
 )
-from llama_nb.loop import TrainConfig, resolve_device
+from llama_nb.loop import TrainConfig, TrainResult, resolve_device
 from llama_nb.model import Llama, LlamaConfig, count_parameters, parameter_breakdown
 from llama_nb.optim import configure_optimizer, train_step
 
@@ -304,15 +307,11 @@ class _FakeTraining:
     each run advances a fake clock by `seconds`. Records the configurations it was asked to train."""
 
     def __init__(self, monkeypatch, losses: dict[tuple, float], seconds: float = 10.0):
-        import llama_nb.gpu as gpu_module
-
         self.losses, self.seconds, self.now, self.calls = losses, seconds, 0.0, []
         monkeypatch.setattr(gpu_module, "train_fast", self)
         monkeypatch.setattr(gpu_module.time, "perf_counter", lambda: self.now)
 
     def __call__(self, config, tc, data, **kwargs):
-        from llama_nb.loop import TrainResult
-
         self.calls.append((tc.lr, config.dim, config.dropout))
         self.now += self.seconds
         loss = self.losses[self.calls[-1]]
@@ -321,8 +320,6 @@ class _FakeTraining:
 
 
 def test_ladder_keeps_a_change_only_when_it_beats_the_best_by_min_gain(monkeypatch):
-    from llama_nb.gpu import climb_ladder
-
     losses = {(3e-3, 32, 0.0): 1.55,  # the tiny preset: lr 3e-3, dim 32, dropout 0
               (1e-2, 32, 0.0): 1.50,  # a higher lr helps: kept
               (1e-2, 48, 0.0): 1.498,  # wider: 0.002 better, below the 0.005 margin: dropped
@@ -340,8 +337,6 @@ def test_ladder_keeps_a_change_only_when_it_beats_the_best_by_min_gain(monkeypat
 
 
 def test_ladder_reuses_the_baseline_and_skips_the_rungs_its_budget_cannot_fit(monkeypatch):
-    from llama_nb.gpu import climb_ladder, preset_configs
-
     losses = {(3e-3, 32, 0.0): 1.55, (1e-2, 32, 0.0): 1.50, (1e-2, 48, 0.0): 1.45, (1e-2, 48, 0.1): 1.40}
     fake = _FakeTraining(monkeypatch, losses, seconds=10.0)
     baseline = fake(*preset_configs("tiny"), data=None)  # made before the ladder: it costs the ladder nothing
