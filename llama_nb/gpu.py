@@ -212,7 +212,7 @@ def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 # %% ../notebooks/07_gpu_training.ipynb #k004
 from .batches import TokenizedData
 from .loop import Runtime, TrainConfig, TrainResult, train
-from .optim import configure_optimizer
+from .optim import MuonAdamW, build_optimizer
 
 
 @dataclass
@@ -232,9 +232,9 @@ class GPURuntime(Runtime):
     def info(self) -> DistInfo:
         return DistInfo(self.rank, self.local_rank, self.world_size, self.device)
 
-    def optimizer(self, model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
-        return configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2),
-                                   fused=True if self.device.type == "cuda" else None)
+    def optimizer(self, model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optimizer | MuonAdamW:
+        return build_optimizer(model, tc.optimizer, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2),
+                               fused=True if self.device.type == "cuda" else None)  # fused: AdamW's part
 
     def prepare(self, model: torch.nn.Module, step: int, seed: int, saved: dict | None = None) -> torch.nn.Module:
         if self.world_size > 1:  # each rank its own dropout masks
@@ -301,11 +301,11 @@ PRESETS: dict[str, dict[str, dict]] = {
         "model": dict(vocab_size=1024, dim=128, n_layers=4, n_heads=4),
         "train": dict(batch_size=16, seq_len=128, max_steps=1000, lr=2e-3, min_lr=2e-4,
                       warmup_steps=10, eval_interval=250)},
-    "gpu": {  # the size of nanoGPT's GPU Shakespeare model, for one GPU. The schedule fits the corpus:
-        # on an H200 the validation loss was lowest near step 300 of an 800-step cosine (about 14 epochs)
+    "gpu": {  # the size of nanoGPT's GPU Shakespeare model, for one GPU. The cosine ends where earlier H200 runs at
+        # an (unintended) constant rate had their minimum: 300-400 steps, about 14-19 epochs of the train split
         "model": dict(vocab_size=2048, dim=384, n_layers=6, n_heads=6, dropout=0.2),
-        "train": dict(batch_size=64, seq_len=256, max_steps=800, lr=1e-3, min_lr=1e-4, warmup_steps=50,
-                      eval_interval=100, beta2=0.99, device="cuda", dtype="bfloat16", compile=True,
+        "train": dict(batch_size=64, seq_len=256, max_steps=400, lr=1e-3, min_lr=1e-5, warmup_steps=50,
+                      eval_interval=50, beta2=0.99, device="cuda", dtype="bfloat16", compile=True,
                       time_budget_s=300.0, keep_best=True, patience=3, log_interval=50)},
 }
 MODEL_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "dropout")  # what a preset user may change
@@ -324,46 +324,76 @@ def preset_configs(name: str, **overrides) -> tuple[LlamaConfig, TrainConfig]:
     return LlamaConfig(**model_kw, max_seq_len=tc.seq_len), tc
 
 # %% ../notebooks/07_gpu_training.ipynb #l002
+import json
 import math
+import shutil
+from pathlib import Path
 
+from .checkpoint import _write_text_atomic
 from .model import count_parameters
 
 
 def climb_ladder(preset: str, rungs: dict[str, dict], data_for: Callable[[int], TokenizedData], *,
-                 base: dict | None = None, baseline: TrainResult | None = None, min_gain: float = 0.005,
-                 budget_s: float | None = None, log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
+                 base: dict | None = None, baseline: TrainResult | None = None, min_gain: float = 0.01,
+                 budget_s: float | None = None, out_dir: str | os.PathLike | None = None,
+                 json_path: str | os.PathLike | None = None, about: dict | None = None,
+                 log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
     """A greedy ladder of measured changes. The first run is `preset` with the `base` overrides (or `baseline`, a
     result of that run already made); then each rung, in order, trains the recipe so far plus the rung's overrides,
     and the rung is kept when its best validation loss is at least `min_gain` nats/char below the best so far.
     `data_for(vocab_size)` gives the data. With `budget_s`, a rung starts only when the wall time of the slowest
     rung so far still fits in what is left of `budget_s` seconds; the rungs that do not fit are logged as not run.
-    Returns a row per run and the final recipe (the kept overrides)."""
+    With `out_dir`, each rung trains into a folder there; only the best rung's is kept (its row's "checkpoint").
+    With `json_path`, the rows (with histories), the rungs not run, the recipe and `about` are written there as
+    JSON after every rung, atomically. Returns a row per run and the final recipe."""
     if budget_s is not None and not budget_s > 0:
         raise ValueError(f"budget_s must be a number of seconds > 0 (None: no limit), got {budget_s!r}.")
-    recipe, best_so_far, rows = dict(base or {}), math.inf, []
-    start, slowest = time.perf_counter(), 0.0
-    for name, change in [("baseline", {})] + list(rungs.items()):
+    recipe, best_so_far, rows, not_run = dict(base or {}), math.inf, [], []
+    start, slowest, shapes, best_index, folders = time.perf_counter(), 0.0, None, None, {}
+
+    def write(complete: bool) -> None:
+        if json_path is not None:
+            record = {**(about or {}), "preset": preset, "budget_s": budget_s, "min_gain": min_gain,
+                      "complete": complete, "recipe": recipe, "rows": rows, "not_run": not_run}
+            _write_text_atomic(Path(json_path), json.dumps(record, indent=1))
+
+    for i, (name, change) in enumerate([("baseline", {})] + list(rungs.items())):
         used = time.perf_counter() - start
         if budget_s is not None and rows and used + slowest > budget_s:
-            log(f"{name:<32} not run: {used:.0f} s of the ladder's {budget_s:.0f} s used, and a rung took up to "
+            log(f"{name:<30} not run: {used:.0f} s of the ladder's {budget_s:.0f} s used, and a rung took up to "
                 f"{slowest:.0f} s")
+            not_run.append(name)
             continue
         config, tc = preset_configs(preset, **{**recipe, **change})
         t0 = time.perf_counter()
+        rung_dir = Path(out_dir) / f"rung_{i:02d}" if out_dir is not None else None
         if name == "baseline" and baseline is not None:
-            result = baseline
+            result, rung_dir = baseline, None  # the caller's run: never removed here
         else:
-            result = train_fast(config, tc, data_for(config.vocab_size), progress=False, log=lambda message: None)
+            if tc.compile and shapes is not None and (config, tc.batch_size, tc.seq_len) != shapes:
+                torch._dynamo.reset()  # new shapes: compile afresh, for static shapes (not a dynamic-shape graph)
+            result = train_fast(config, tc, data_for(config.vocab_size), out_dir=rung_dir, progress=False,
+                                log=lambda message: None)
+        shapes = config, tc.batch_size, tc.seq_len  # what a compiled step is specialised to
         wall = time.perf_counter() - t0  # data, compilation, evaluations and steps: what the budget pays for
         slowest = max(slowest, wall)
         best = result.best["nats_per_char"]
         kept = best <= best_so_far - min_gain
         if kept:
             recipe, best_so_far = {**recipe, **change}, best
+        checkpoint = result.best.get("checkpoint") or result.checkpoint
         rows.append({"rung": name, "change": change, "parameters": count_parameters(config), "best": best,
                      "best_step": result.best["step"], "final": result.final["nats_per_char"], "steps": result.steps,
                      "train_seconds": result.train_seconds, "wall_seconds": wall, "kept": kept,
-                     "history": result.history})
-        log(f"{name:<32} best {best:.3f} nats/char at step {result.best['step']:>4} | {result.steps:>4} steps in "
+                     "checkpoint": str(checkpoint) if checkpoint else None, "history": result.history})
+        folders[len(rows) - 1] = rung_dir  # only the best rung's folder is kept, to spare the disk
+        drop = best_index if kept else len(rows) - 1  # a new best makes the previous best's weights useless
+        best_index = len(rows) - 1 if kept else best_index
+        if drop is not None and folders[drop] is not None:
+            shutil.rmtree(folders[drop], ignore_errors=True)
+            rows[drop]["checkpoint"] = None
+        write(False)
+        log(f"{name:<30} best {best:.3f} nats/char at step {result.best['step']:>4} | {result.steps:>4} steps in "
             f"{result.train_seconds:5.1f} s | {'kept' if kept else 'dropped'}")
+    write(True)
     return rows, recipe

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from .batches import TokenizedData, evaluate, get_batch, with_bpe_dropout
 from .checkpoint import CheckpointError, LATEST_FILE, data_fingerprint, find_checkpoint
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .model import Llama, LlamaConfig
-from .optim import EMA, configure_optimizer, lr_at, train_step
+from .optim import EMA, OPTIMIZERS, MuonAdamW, build_optimizer, lr_at, train_step
 from .sampling import generate_text
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # autocast dtypes; Chapter 7 explains the two half formats
@@ -71,6 +71,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without a new best validation loss (0: never stop early)
     ema_decay: float = 0.0  # evaluate, sample and keep an EMA of the weights with this decay (section 6.2; 0: off)
     bpe_dropout: float = 0.0  # train on 4 BPE-dropout copies of the train split (section 6.1; 0: off); never val
+    optimizer: str = "adamw"  # or "muon": Muon on the block matrices, AdamW on the rest (section 6.2)
 
     def __post_init__(self):
         for name in ("batch_size", "seq_len", "grad_accum_steps", "max_steps", "eval_batch_size", "log_interval"):
@@ -91,7 +92,7 @@ class TrainConfig:
         if not isinstance(self.sample_prompt, str) or (self.sample_tokens and not self.sample_prompt):
             raise ValueError(f"TrainConfig: sample_prompt must be a non-empty string when sample_tokens > 0 "
                              f"(the model needs context to continue), got {self.sample_prompt!r}.")
-        for name, allowed in (("dtype", DTYPE_NAMES), ("compile_mode", COMPILE_MODES)):
+        for name, allowed in (("dtype", DTYPE_NAMES), ("compile_mode", COMPILE_MODES), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig: {name} must be one of {', '.join(allowed)}, got "
                                  f"{getattr(self, name)!r}.")
@@ -179,8 +180,8 @@ class Runtime:
         "The process that logs, samples and saves."
         return self.rank == 0
 
-    def optimizer(self, model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
-        return configure_optimizer(model, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2))
+    def optimizer(self, model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer | MuonAdamW:
+        return build_optimizer(model, tc.optimizer, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2))
 
     def prepare(self, model: nn.Module, step: int, seed: int, saved: dict | None = None) -> nn.Module:
         "The module the steps call (here the plain model), given the start step and, on resume, the saved state."
@@ -271,9 +272,9 @@ def train(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, *, out_dir:
     fingerprint = data_fingerprint(data)
     step, history, ckpt = 0, _new_history(), None
     if resume:
-        state = load_checkpoint(out_dir, model, optimizer, data_generator=data_gen)
-        ckpt = find_checkpoint(out_dir)
-        _check_resume(state, tc, fingerprint, ckpt)
+        ckpt, saved = read_checkpoint(out_dir)
+        _check_resume(saved, tc, fingerprint, ckpt)  # before loading: another optimizer's state would not fit
+        state = load_checkpoint(ckpt, model, optimizer, data_generator=data_gen)
         step, history = state["step"], state["history"]
         if ema is not None:
             ema.load_state_dict(state["ema"])  # _check_resume made sure the run kept one
@@ -335,9 +336,10 @@ def train(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, *, out_dir:
     bar = tqdm(total=tc.max_steps, initial=step, disable=not progress, unit="step", mininterval=2.0)
     while step < end_step and (budget is None or train_seconds < budget):
         t0 = time.perf_counter()
-        horizon = tc.max_steps  # under a time budget: the steps that fit, estimated from the speed so far
-        if budget is not None and step > start_step and train_seconds > 0:
-            horizon = max(step + 1, tc.warmup_steps + 1, int((step - start_step) * budget / train_seconds))
+        horizon = tc.max_steps  # under a time budget: the steps that fit, estimated from the speed so far,
+        if budget is not None and step > start_step and train_seconds > 0:  # but never beyond max_steps
+            fit = start_step + int((step - start_step) * budget / train_seconds)
+            horizon = min(tc.max_steps, max(step + 1, tc.warmup_steps + 1, fit))
         lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, horizon)
         loss, grad_norm = train_step(step_model, optimizer, next_batch, lr, tc.grad_accum_steps, tc.grad_clip,
                                      amp_dtype=rt.amp_dtype, scaler=rt.scaler, read_back=False)

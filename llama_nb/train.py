@@ -14,13 +14,14 @@ from .checkpoint import TOKENIZER_FILE, CheckpointError, read_checkpoint
 from .data import DataError, load_tinyshakespeare
 from .gpu import MODEL_FIELDS, PRESETS, env_rank, preset_configs, train_fast
 from .loop import COMPILE_MODES, DTYPE_NAMES, RESUMABLE_CHANGES, TrainConfig
+from .optim import OPTIMIZERS
 from .model import LlamaConfig, count_parameters
 from .tokenizer import TokenizerError, load_tokenizer
 
 _TRAIN_FLAGS = ("batch_size", "seq_len", "grad_accum_steps", "max_steps", "lr", "min_lr", "warmup_steps",
                 "weight_decay", "grad_clip", "eval_interval", "sample_tokens", "seed", "device", "time_budget_s",
                 "dtype", "compile", "compile_mode", "log_interval", "keep_best", "patience", "ema_decay",
-                "bpe_dropout")
+                "bpe_dropout", "optimizer")
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,8 @@ def build_train_parser() -> argparse.ArgumentParser:
                                                     "last 100 steps; 0: off)")
     t.add_argument("--bpe-dropout", type=float, help="train on BPE-dropout copies of the train split (0.1: skip "
                                                       "one merge in ten; 0: off)")
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="adamw, or muon: Muon on the block matrices and "
+                                                                 "AdamW on the rest (section 6.2)")
     t.add_argument("--device", help="auto (the default: the CUDA GPU if there is one, else the CPU), cpu, cuda, "
                                     "cuda:N or mps")
     t.add_argument("--dtype", choices=list(DTYPE_NAMES), help="autocast dtype (float16 uses loss scaling)")

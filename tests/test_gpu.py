@@ -1,8 +1,10 @@
 """llama_nb.gpu (Chapter 7): device and dtype resolution, FLOP/MFU accounting, autocast and loss scaling on the
 CPU, per-rank batch shares. The GPU itself is mocked: these tests run anywhere."""
 
+import json
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -311,18 +313,23 @@ class _FakeTraining:
         monkeypatch.setattr(gpu_module, "train_fast", self)
         monkeypatch.setattr(gpu_module.time, "perf_counter", lambda: self.now)
 
-    def __call__(self, config, tc, data, **kwargs):
+    def __call__(self, config, tc, data, out_dir=None, **kwargs):
         self.calls.append((tc.lr, config.dim, config.dropout))
         self.now += self.seconds
         loss = self.losses[self.calls[-1]]
-        return TrainResult(model=None, history={}, final={"nats_per_char": loss + 0.1}, steps=20, train_seconds=1.0,
-                           best={"step": 10, "nats_per_char": loss, "checkpoint": None})
+        checkpoint = None
+        if out_dir is not None:  # a run directory with its best checkpoint, as train would leave it
+            checkpoint = Path(out_dir) / "step_000010"
+            checkpoint.mkdir(parents=True)
+        return TrainResult(model=None, history={"val_nats_per_char": [loss]}, final={"nats_per_char": loss + 0.1},
+                           steps=20, train_seconds=1.0,
+                           best={"step": 10, "nats_per_char": loss, "checkpoint": checkpoint})
 
 
 def test_ladder_keeps_a_change_only_when_it_beats_the_best_by_min_gain(monkeypatch):
     losses = {(3e-3, 32, 0.0): 1.55,  # the tiny preset: lr 3e-3, dim 32, dropout 0
               (1e-2, 32, 0.0): 1.50,  # a higher lr helps: kept
-              (1e-2, 48, 0.0): 1.498,  # wider: 0.002 better, below the 0.005 margin: dropped
+              (1e-2, 48, 0.0): 1.492,  # wider: 0.008 better, below the 0.01 margin: dropped
               (1e-2, 32, 0.1): 1.40}  # dropout, on the recipe without the dropped width: kept
     fake = _FakeTraining(monkeypatch, losses)
     rungs = {"lr": dict(lr=1e-2), "wider": dict(dim=48), "dropout": dict(dropout=0.1)}
@@ -332,7 +339,7 @@ def test_ladder_keeps_a_change_only_when_it_beats_the_best_by_min_gain(monkeypat
     assert recipe == dict(max_steps=20, lr=1e-2, dropout=0.1)
     assert [(r["rung"], r["kept"]) for r in rows] == [("baseline", True), ("lr", True), ("wider", False),
                                                        ("dropout", True)]
-    assert [r["best"] for r in rows] == [1.55, 1.50, 1.498, 1.40] and rows[1]["wall_seconds"] == 10.0
+    assert [r["best"] for r in rows] == [1.55, 1.50, 1.492, 1.40] and rows[1]["wall_seconds"] == 10.0
     assert "dropped" in messages[2] and "kept" in messages[3]
 
 
@@ -351,3 +358,42 @@ def test_ladder_reuses_the_baseline_and_skips_the_rungs_its_budget_cannot_fit(mo
     assert [m.split()[0] for m in messages if "not run" in m] == ["dropout", "never"]
     with pytest.raises(ValueError, match="budget_s"):
         climb_ladder("tiny", rungs, lambda vocab: None, baseline=baseline, budget_s=0)
+
+
+def test_ladder_writes_its_rows_as_json_after_every_rung_and_keeps_only_the_best_rungs_folder(monkeypatch, tmp_path):
+    losses = {(3e-3, 32, 0.0): 1.55, (1e-2, 32, 0.0): 1.50, (1e-2, 48, 0.0): 1.52, (1e-2, 32, 0.1): 1.45}
+    fake = _FakeTraining(monkeypatch, losses)
+    json_path, seen = tmp_path / "ladder.json", []
+    real_call = fake.__call__
+
+    def call_and_read_the_json(*args, **kwargs):  # what a reader of the file sees while each rung trains
+        seen.append(json.loads(json_path.read_text())["rows"] if json_path.exists() else None)
+        return real_call(*args, **kwargs)
+
+    monkeypatch.setattr(gpu_module, "train_fast", call_and_read_the_json)
+    rungs = {"lr": dict(lr=1e-2), "wider": dict(dim=48), "dropout": dict(dropout=0.1), "never": dict(lr=1.0)}
+    rows, recipe = climb_ladder("tiny", rungs, lambda vocab: None, out_dir=tmp_path / "runs", json_path=json_path,
+                                about={"device": "test"}, budget_s=45.0, log=lambda message: None)
+    assert [None if s is None else [r["rung"] for r in s] for s in seen] == [
+        None, ["baseline"], ["baseline", "lr"], ["baseline", "lr", "wider"]]  # rewritten after every rung
+    record = json.loads(json_path.read_text())
+    assert record["complete"] is True and record["device"] == "test" and record["not_run"] == ["never"]
+    assert record["recipe"] == recipe == dict(lr=1e-2, dropout=0.1) and record["min_gain"] == 0.01
+    assert [r["history"]["val_nats_per_char"] for r in record["rows"]] == [[1.55], [1.50], [1.52], [1.45]]
+    # only the best rung's folder is left, and only its row names a checkpoint
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["rung_03"]
+    assert [r["checkpoint"] is not None for r in rows] == [False, False, False, True]
+    assert Path(rows[3]["checkpoint"]).is_dir() and not list(tmp_path.glob("*.part"))
+
+
+def test_ladder_compiles_afresh_only_when_the_shapes_change(monkeypatch):
+    losses = {(3e-3, 32, 0.0): 1.55, (1e-2, 32, 0.0): 1.50, (1e-2, 48, 0.0): 1.52, (1e-2, 32, 0.1): 1.45}
+    _FakeTraining(monkeypatch, losses)
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(True))
+    rungs = {"lr": dict(lr=1e-2), "wider": dict(dim=48), "dropout": dict(dropout=0.1)}
+    climb_ladder("tiny", rungs, lambda vocab: None, base=dict(compile=True), log=lambda message: None)
+    # lr: same shapes, no reset; wider: new shapes; dropout: back to dim 32 (and a new dropout), another reset
+    assert len(resets) == 2
+    climb_ladder("tiny", rungs, lambda vocab: None, log=lambda message: None)  # not compiled: nothing to reset
+    assert len(resets) == 2

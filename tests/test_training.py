@@ -1,12 +1,10 @@
 """Data pipeline, loss units, optimizer groups, schedule, train step and the training loop of llama_nb.train."""
 
 import math
-import types
 
 import pytest
 import torch
 
-import llama_nb.loop as loop_module
 from llama_nb.batches import evaluate, get_batch, prepare_data, val_windows
 from llama_nb.checkpoint import CheckpointError
 from llama_nb.data import train_val_split
@@ -254,28 +252,6 @@ def test_train_learns_and_records_history(data):
     assert [s["step"] for s in h["samples"]] == [20, 40] and h["samples"][0]["text"].startswith("ROMEO:")
     assert len(messages) == 2 and "nats/char" in messages[0]
     assert result.checkpoint is None and result.train_seconds > 0
-
-
-def test_train_with_a_time_budget_stops_in_time(data, monkeypatch):
-    """A fake clock that moves 0.125 s per training step and stands still otherwise: a budget of 1 s is 8 steps,
-    whatever the machine's load, and from the second step on the cosine is fitted to those 8 steps."""
-    clock = [0.0]
-    real_step = loop_module.train_step
-
-    def timed_step(*args, **kwargs):
-        clock[0] += 0.125
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop_module, "train_step", timed_step)
-    monkeypatch.setattr(loop_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    tc = TrainConfig(batch_size=4, seq_len=32, max_steps=200, lr=1e-3, min_lr=1e-4, warmup_steps=2,
-                     eval_interval=0, sample_tokens=0, time_budget_s=1.0)
-    result = train(tiny(), tc, data, **QUIET)
-    assert result.steps == 8 and result.train_seconds == 1.0 and result.history["step"] == list(range(1, 9))
-    # the first step knows no speed yet (the full schedule); then 1 s / 0.125 s per step = 8 steps
-    expected = [lr_at(0, 1e-3, 1e-4, 2, 200)] + [lr_at(s, 1e-3, 1e-4, 2, 8) for s in range(1, 8)]
-    assert result.history["lr"] == pytest.approx(expected, rel=1e-12)
-    assert result.history["lr"][-1] < 0.2 * tc.lr  # near min_lr at the budget: not the 0.98 lr of step 8 of 200
 
 
 def test_train_rejects_inconsistent_arguments(data, tmp_path):
