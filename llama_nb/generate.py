@@ -7,6 +7,7 @@ __all__ = ['build_generate_parser', 'main']
 # The generation command line (Chapter 7.3): `python -m llama_nb.generate`, sampling from a checkpoint.
 import argparse
 import sys
+from pathlib import Path
 
 from .checkpoint import TOKENIZER_FILE, CheckpointError, load_model_from_checkpoint
 from .loop import resolve_device
@@ -32,7 +33,8 @@ def build_generate_parser(prog: str = "python -m llama_nb.generate") -> argparse
 
 def main(argv: list[str] | None = None) -> int:
     "`python -m llama_nb.generate --checkpoint DIR [options]`: sample from a checkpoint. Returns the exit code."
-    parser = build_generate_parser()
+    parser = build_generate_parser("llama-nb-generate" if Path(sys.argv[0]).name == "llama-nb-generate" else
+                                   "python -m llama_nb.generate")
     args = parser.parse_args(argv)
     try:  # every argument is checked before the checkpoint is read
         check_sampling_args(args.max_new_tokens, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k,

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .batches import TokenizedData, evaluate, get_batch, with_bpe_dropout
 from .checkpoint import CheckpointError, LATEST_FILE, data_fingerprint, find_checkpoint
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .model import Llama, LlamaConfig
+from .model import Llama, LlamaConfig, config_field
 from .optim import EMA, OPTIMIZERS, MuonAdamW, build_optimizer, lr_at, train_step
 from .sampling import generate_text
 
@@ -45,33 +45,43 @@ def _check_number(name: str, value, low: float, *, low_inclusive: bool = True, i
 class TrainConfig:
     "Everything about a training run except the model's shape (`LlamaConfig`). Validated on creation."
 
-    batch_size: int = 32  # sequences per optimizer micro-batch (over all processes, Chapter 7)
-    seq_len: int = 128  # tokens per sequence (<= the model's max_seq_len)
-    grad_accum_steps: int = 1  # micro-batches per optimizer step
-    max_steps: int = 1000  # optimizer steps; the cosine schedule ends here
-    lr: float = 1e-3  # peak learning rate
-    min_lr: float = 1e-4  # end of the cosine decay
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
-    eval_interval: int = 250  # steps between evaluation + sample + checkpoint (0: only at the end)
-    eval_batch_size: int = 32
-    sample_tokens: int = 64  # tokens generated at each evaluation (0: no samples)
-    sample_prompt: str = "ROMEO:"
-    seed: int = 1337
-    device: str = "auto"  # auto: the CUDA GPU if there is one, else the CPU; or cpu, cuda, cuda:N, mps
-    dtype: str = "float32"  # autocast dtype of the forward pass (Chapter 7: bfloat16, float16)
-    compile: bool = False  # torch.compile the model for the training steps (Chapter 7)
-    compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead" replays CUDA graphs (Chapter 7)
-    time_budget_s: float | None = None  # stop after this many seconds of training steps (benchmarks)
-    log_interval: int = 10  # steps between reading the losses back from the device (each read waits for a GPU)
-    keep_best: bool = False  # also keep the checkpoint with the lowest validation loss, named by out_dir/BEST
-    patience: int = 0  # stop after this many evaluations without a new best validation loss (0: never stop early)
-    ema_decay: float = 0.0  # evaluate, sample and keep an EMA of the weights with this decay (section 6.2; 0: off)
-    bpe_dropout: float = 0.0  # train on 4 BPE-dropout copies of the train split (section 6.1; 0: off); never val
-    optimizer: str = "adamw"  # or "muon": Muon on the block matrices, AdamW on the rest (section 6.2)
+    batch_size: int = config_field(32, "sequences per optimizer micro-batch (over all processes, Chapter 7)")
+    seq_len: int = config_field(128, "tokens per sequence (<= the model's max_seq_len)")
+    grad_accum_steps: int = config_field(1, "micro-batches per optimizer step")
+    max_steps: int = config_field(1000, "optimizer steps; the cosine schedule ends here", resumable=True)
+    lr: float = config_field(1e-3, "peak learning rate")
+    min_lr: float = config_field(1e-4, "end of the cosine decay")
+    warmup_steps: int = config_field(50, "steps of linear warmup")
+    weight_decay: float = config_field(0.1, "AdamW's decoupled weight decay of the matrices")
+    beta1: float = config_field(0.9, "AdamW's first-moment decay")
+    beta2: float = config_field(0.95, "AdamW's second-moment decay")
+    grad_clip: float = config_field(1.0, "max global gradient norm (0: no clipping)")
+    eval_interval: int = config_field(250, "steps between evaluation + sample + checkpoint (0: only at the end)",
+                                      resumable=True)
+    eval_batch_size: int = config_field(32, "sequences per batch of the validation pass", resumable=True)
+    sample_tokens: int = config_field(64, "tokens generated at each evaluation (0: no samples)", resumable=True)
+    sample_prompt: str = config_field("ROMEO:", "the text the samples continue", resumable=True)
+    seed: int = config_field(1337, "seed of the weights, the batches and dropout")
+    device: str = config_field("auto", "auto (the CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps",
+                               resumable=True)
+    dtype: str = config_field("float32", "autocast dtype of the forward pass (Chapter 7; float16 uses loss scaling)",
+                              choices=DTYPE_NAMES)
+    compile: bool = config_field(False, "torch.compile the model for the training steps (Chapter 7)", resumable=True)
+    compile_mode: str = config_field("default", "torch.compile's mode (reduce-overhead: CUDA graphs, Chapter 7)",
+                                     choices=COMPILE_MODES, resumable=True)
+    time_budget_s: float | None = config_field(None, "stop after this many seconds of training steps",
+                                               resumable=True, flag="--time-budget")
+    log_interval: int = config_field(10, "steps between reading the losses back (each read waits for a GPU)",
+                                     resumable=True)
+    keep_best: bool = config_field(False, "also keep the checkpoint with the lowest validation loss (DIR/BEST)")
+    patience: int = config_field(0, "stop after this many evaluations without a better validation loss (0: never)",
+                                 resumable=True)
+    ema_decay: float = config_field(0.0, "evaluate and keep an average of the weights (section 6.2; 0.99: about the "
+                                    "last 100 steps; 0: off)")
+    bpe_dropout: float = config_field(0.0, "train on 4 BPE-dropout copies of the train split (section 6.1; 0.1: "
+                                      "skip one merge in ten; 0: off); never the validation split")
+    optimizer: str = config_field("adamw", "adamw, or muon: Muon on the block matrices, AdamW on the rest "
+                                  "(section 6.2)", choices=OPTIMIZERS)
 
     def __post_init__(self):
         for name in ("batch_size", "seq_len", "grad_accum_steps", "max_steps", "eval_batch_size", "log_interval"):
@@ -92,10 +102,10 @@ class TrainConfig:
         if not isinstance(self.sample_prompt, str) or (self.sample_tokens and not self.sample_prompt):
             raise ValueError(f"TrainConfig: sample_prompt must be a non-empty string when sample_tokens > 0 "
                              f"(the model needs context to continue), got {self.sample_prompt!r}.")
-        for name, allowed in (("dtype", DTYPE_NAMES), ("compile_mode", COMPILE_MODES), ("optimizer", OPTIMIZERS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig: {name} must be one of {', '.join(allowed)}, got "
-                                 f"{getattr(self, name)!r}.")
+        for f in fields(self):
+            if "choices" in f.metadata and getattr(self, f.name) not in f.metadata["choices"]:
+                raise ValueError(f"TrainConfig: {f.name} must be one of {', '.join(f.metadata['choices'])}, got "
+                                 f"{getattr(self, f.name)!r}.")
         for name in ("compile", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig: {name} must be True or False, got {getattr(self, name)!r}.")
@@ -118,9 +128,8 @@ class TrainConfig:
         return cls(**d)
 
 
-# Fields that may change when a run is resumed; any other difference would silently change the run.
-RESUMABLE_CHANGES = ("max_steps", "eval_interval", "eval_batch_size", "sample_tokens", "sample_prompt", "device",
-                     "time_budget_s", "compile", "compile_mode", "log_interval", "patience")
+# Fields that may change when a run is resumed (marked resumable); any other difference would silently change the run.
+RESUMABLE_CHANGES = tuple(f.name for f in fields(TrainConfig) if f.metadata.get("resumable"))
 
 
 @dataclass
