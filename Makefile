@@ -12,7 +12,7 @@ STRICT_NOTEBOOKS := $(sort $(filter-out $(LAX_NOTEBOOKS),$(wildcard notebooks/*.
 NBVAL_OPTS := --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
 export PYTHONHASHSEED := 0
 
-.PHONY: help install book check-book test lint export check-export bench lab clean
+.PHONY: help install book check-book test unit lint export check-export bench lab clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -42,6 +42,12 @@ test: $(STAMP) lint check-export check-book ## Lint, export sync, the book read 
 ifneq ($(LAX_NOTEBOOKS),)
 	LLAMA_NB_SMOKE=1 $(BIN)/python -m pytest $(LAX_NOTEBOOKS) --nbval-lax --nbval-cell-timeout=900
 endif
+
+# The tests marked slow (processes, a browser, a compiler, SmolLM2-135M) run only in `make test`, which selects no
+# marker. One thread unless OMP_NUM_THREADS says otherwise: as fast on an idle machine, and on a busy one (CI, a
+# notebook running) two threads that wait for each other made the tiny models' steps tens of times slower.
+unit: $(STAMP) ## Only the fast tests in tests/: no book, browser, notebooks or slow tests (about a minute)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests -m "not slow" -q
 
 lint: $(STAMP) ## Run ruff over .py files and notebooks
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers import QUIET, tiny_config
 
 from llama_nb.batches import prepare_data
 from llama_nb.checkpoint import CheckpointError, save_checkpoint
@@ -14,8 +15,6 @@ from llama_nb.hf import load_hf_pretrained, save_hf_pretrained
 from llama_nb.loop import TrainConfig, train
 from llama_nb.model import Llama, LlamaConfig
 from llama_nb.sampling import generate
-
-QUIET = dict(progress=False, log=lambda message: None)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -64,13 +63,12 @@ def test_pruning_orders_checkpoints_by_step_number_past_a_million(tmp_path):
     assert (tmp_path / "LATEST").read_text().strip() == "step_1000001"
 
 
-def test_resuming_on_other_data_is_refused(tmp_path, corpus_text):
-    config = LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16)
+def test_resuming_on_other_data_is_refused(tmp_path, corpus_text, text, data):
+    config = tiny_config()
     tc = TrainConfig(batch_size=4, seq_len=16, max_steps=4, warmup_steps=1, eval_interval=2, sample_tokens=0,
                      device="cpu")
-    data = prepare_data(corpus_text[:30_000], 512)
     train(config, tc, data, out_dir=tmp_path, stop_at=2, **QUIET)
-    other = prepare_data(corpus_text[30_000:60_000], 512, tokenizer=data.tokenizer)
+    other = prepare_data(corpus_text[len(text) : len(text) + 30_000], 512, tokenizer=data.tokenizer)  # text after it
     with pytest.raises(CheckpointError, match="was trained on other data .* resume with the same text file"):
         train(config, tc, other, out_dir=tmp_path, resume=True, **QUIET)
     assert train(config, tc, data, out_dir=tmp_path, resume=True, **QUIET).steps == 4  # the same data resumes

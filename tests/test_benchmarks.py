@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_python
 from torch.testing import assert_close
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -215,6 +216,7 @@ def test_baseline_trains_and_scores_in_nats_per_character(small_chars):
 # --- the GPU session's notebook runner ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a runner process and its Jupyter kernel
 def test_run_notebook_keeps_every_finished_cell_when_one_fails(tmp_path):
     "benchmarks/run_notebook.py writes the notebook after each cell: a failure (or a deadline) loses no finished cell."
     import nbformat
@@ -225,21 +227,20 @@ def test_run_notebook_keeps_every_finished_cell_when_one_fails(tmp_path):
     nb = new.new_notebook(cells=cells)
     nbformat.write(nb, tmp_path / "t.ipynb")
     out = tmp_path / "out"
-    command = [sys.executable, str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = run_python(str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(out), timeout=120)
     assert done.returncode == 1 and "cell 2 FAILED" in done.stdout and "42" in done.stdout  # echoed as it ran
     cells = nbformat.read(out / "t.ipynb", as_version=4).cells
     assert cells[1].outputs[0]["text"] == "42\n" and cells[1].execution_count == 1
     assert cells[2].outputs[0]["ename"] == "RuntimeError" and cells[3].outputs == []
 
 
+@pytest.mark.slow  # a runner process and its Jupyter kernel, killed after 20 s
 def test_run_notebook_stopped_by_a_deadline_keeps_the_cells_it_finished(tmp_path):
     import nbformat
 
     new = nbformat.v4
     cells = [new.new_code_cell("print(6 * 7)"), new.new_code_cell("import time\ntime.sleep(300)")]
     nbformat.write(new.new_notebook(cells=cells), tmp_path / "t.ipynb")
-    command = [sys.executable, str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(tmp_path)]
     with pytest.raises(subprocess.TimeoutExpired):  # the session's deadline kills the runner mid-cell
-        subprocess.run(command, capture_output=True, text=True, timeout=20)
+        run_python(str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(tmp_path), timeout=20)
     assert nbformat.read(tmp_path / "t.ipynb", as_version=4).cells[0].outputs[0]["text"] == "42\n"

@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import book_check  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a headless Chromium: `make unit` starts no browser, `make test` runs these
+
 HEAD = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body {{ margin: 0; font-family: sans-serif; }} article {{ width: 600px; padding: 0 20px; }}
 pre {{ font: 13px monospace; padding: 8px; overflow-x: auto; white-space: pre; }}</style>

@@ -7,20 +7,14 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from helpers import QUIET, tiny_config
 
 from llama_nb.batches import prepare_data
 from llama_nb.data import train_val_split
-from llama_nb.tokenizer import encode_with_bpe_dropout, train_tokenizer
+from llama_nb.tokenizer import encode_with_bpe_dropout
 
-
-@pytest.fixture(scope="module")
-def splits(corpus_text):
-    return train_val_split(corpus_text)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(splits):
-    return train_tokenizer(splits[0], 2048)  # the book's tokenizer (Chapter 1)
+# `splits`, `tokenizer` (the book's, Chapter 1), `text` and `data` (its 512-token tokenizer, no dropout) are
+# conftest.py's, shared with other files: never change them here.
 
 
 @pytest.fixture(scope="module")
@@ -139,32 +133,22 @@ def test_rejects_a_tokenizer_that_is_not_bpe():
 
 # prepare_data (section 6.1): the augmented stream beside unchanged deterministic splits.
 
-@pytest.fixture(scope="module")
-def small_text(corpus_text):
-    return corpus_text[:120_000]
-
-
-@pytest.fixture(scope="module")
-def plain(small_text):
-    return prepare_data(small_text, 512)
-
-
-def test_prepare_data_with_bpe_dropout(small_text, plain):
+def test_prepare_data_with_bpe_dropout(text, data):
     copies, p = 3, 0.1
-    aug = prepare_data(small_text, 512, bpe_dropout=p, dropout_copies=copies, seed=5)
-    assert plain.train_dropout_ids is None
-    assert aug.tokenizer.to_str() == plain.tokenizer.to_str()
-    assert torch.equal(aug.train_ids, plain.train_ids) and torch.equal(aug.val_ids, plain.val_ids)
-    assert aug.val_chars == plain.val_chars
+    aug = prepare_data(text, 512, bpe_dropout=p, dropout_copies=copies, seed=5)
+    assert data.train_dropout_ids is None
+    assert aug.tokenizer.to_str() == data.tokenizer.to_str()
+    assert torch.equal(aug.train_ids, data.train_ids) and torch.equal(aug.val_ids, data.val_ids)
+    assert aug.val_chars == data.val_chars
     ids = aug.train_dropout_ids
     assert ids.dtype == torch.long and ids.dim() == 1
-    n = len(plain.train_ids)
+    n = len(data.train_ids)
     assert copies * n < len(ids) < copies * n * 1.3
-    train_text, _ = train_val_split(small_text)
+    train_text, _ = train_val_split(text)
     assert aug.tokenizer.decode(ids.tolist()) == train_text * copies
     expected = [i for c in range(copies) for i in encode_with_bpe_dropout(aug.tokenizer, train_text, p, seed=5 + c)]
     assert ids.tolist() == expected  # copy c uses seed + c: each copy is its own segmentation
-    again = prepare_data(small_text, 512, tokenizer=plain.tokenizer, bpe_dropout=p, dropout_copies=copies, seed=5)
+    again = prepare_data(text, 512, tokenizer=data.tokenizer, bpe_dropout=p, dropout_copies=copies, seed=5)
     assert torch.equal(again.train_dropout_ids, ids)
 
 
@@ -178,9 +162,9 @@ def test_prepare_data_with_bpe_dropout(small_text, plain):
     ({"dropout_copies": True}, "dropout_copies must be an int"),
     ({"seed": -1}, "seed must be an int >= 0"),
 ])
-def test_prepare_data_rejects_bad_augmentation_arguments(small_text, plain, kwargs, match):
+def test_prepare_data_rejects_bad_augmentation_arguments(text, data, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        prepare_data(small_text, 512, tokenizer=plain.tokenizer, **({"bpe_dropout": 0.1} | kwargs))
+        prepare_data(text, 512, tokenizer=data.tokenizer, **({"bpe_dropout": 0.1} | kwargs))
 
 
 # The training loop (section 6.5): TrainConfig.bpe_dropout makes the copies and draws every training window from them.
@@ -193,25 +177,16 @@ def loop_config(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-def tiny_model():
-    from llama_nb.model import LlamaConfig
-
-    return LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16)
-
-
-QUIET = dict(progress=False, log=lambda message: None)
-
-
-def test_with_bpe_dropout_equals_prepare_data_and_zero_removes_the_copies(small_text, plain):
+def test_with_bpe_dropout_equals_prepare_data_and_zero_removes_the_copies(text, data):
     from llama_nb.batches import with_bpe_dropout
 
-    made = with_bpe_dropout(plain, 0.1, dropout_copies=2, seed=3)  # the train text decoded from train_ids
-    direct = prepare_data(small_text, 512, tokenizer=plain.tokenizer, bpe_dropout=0.1, dropout_copies=2, seed=3)
+    made = with_bpe_dropout(data, 0.1, dropout_copies=2, seed=3)  # the train text decoded from train_ids
+    direct = prepare_data(text, 512, tokenizer=data.tokenizer, bpe_dropout=0.1, dropout_copies=2, seed=3)
     assert torch.equal(made.train_dropout_ids, direct.train_dropout_ids) and made.bpe_dropout == 0.1
-    assert with_bpe_dropout(made, 0.0).train_dropout_ids is None and plain.bpe_dropout == 0.0
+    assert with_bpe_dropout(made, 0.0).train_dropout_ids is None and data.bpe_dropout == 0.0
 
 
-def test_the_loop_trains_on_the_copies_and_evaluates_on_the_deterministic_split(monkeypatch, plain):
+def test_the_loop_trains_on_the_copies_and_evaluates_on_the_deterministic_split(monkeypatch, data):
     import llama_nb.loop as loop_module
     from llama_nb.batches import evaluate, get_batch, with_bpe_dropout
 
@@ -223,31 +198,31 @@ def test_the_loop_trains_on_the_copies_and_evaluates_on_the_deterministic_split(
 
     monkeypatch.setattr(loop_module, "get_batch", recording_get_batch)
     tc = loop_config()
-    result = loop_module.train(tiny_model(), tc, plain, **QUIET)
-    expected = with_bpe_dropout(plain, 0.1, seed=tc.seed).train_dropout_ids
+    result = loop_module.train(tiny_config(), tc, data, **QUIET)
+    expected = with_bpe_dropout(data, 0.1, seed=tc.seed).train_dropout_ids
     assert len(streams) == 6 and all(torch.equal(s, expected) for s in streams)  # every window from the copies
-    assert result.final == evaluate(result.model, plain.val_ids, plain.val_chars, 16)  # val: deterministic ids
+    assert result.final == evaluate(result.model, data.val_ids, data.val_chars, 16)  # val: deterministic ids
 
 
-def test_prepared_copies_are_reused_and_resume_checks_the_setting(monkeypatch, tmp_path, plain):
+def test_prepared_copies_are_reused_and_resume_checks_the_setting(monkeypatch, tmp_path, data):
     import llama_nb.loop as loop_module
     from llama_nb.batches import with_bpe_dropout
     from llama_nb.checkpoint import CheckpointError
 
     tc = loop_config()
-    prepared = with_bpe_dropout(plain, 0.1, seed=tc.seed)
-    straight = loop_module.train(tiny_model(), tc, prepared, **QUIET)
+    prepared = with_bpe_dropout(data, 0.1, seed=tc.seed)
+    straight = loop_module.train(tiny_config(), tc, prepared, **QUIET)
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the copies were made again")
 
     monkeypatch.setattr(loop_module, "with_bpe_dropout", must_not_run)
-    loop_module.train(tiny_model(), tc, prepared, out_dir=tmp_path, stop_at=4, **QUIET)
-    resumed = loop_module.train(tiny_model(), tc, prepared, out_dir=tmp_path, resume=True, **QUIET)
+    loop_module.train(tiny_config(), tc, prepared, out_dir=tmp_path, stop_at=4, **QUIET)
+    resumed = loop_module.train(tiny_config(), tc, prepared, out_dir=tmp_path, resume=True, **QUIET)
     assert resumed.final == straight.final  # exact, with the augmented stream
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match=r"bpe_dropout=0.1 \(now 0.2\)"):
-        loop_module.train(tiny_model(), loop_config(bpe_dropout=0.2), plain, out_dir=tmp_path, resume=True, **QUIET)
+        loop_module.train(tiny_config(), loop_config(bpe_dropout=0.2), data, out_dir=tmp_path, resume=True, **QUIET)
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, math.nan, True])

@@ -3,17 +3,16 @@
 import json
 import os
 import random
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import QUIET, run_python, two_layer_config
 
 import llama_nb.checkpoint as T
-from llama_nb.batches import get_batch, prepare_data
+from llama_nb.batches import get_batch
 from llama_nb.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -25,27 +24,15 @@ from llama_nb.checkpoint import (
     save_checkpoint,
 )
 from llama_nb.loop import TrainConfig, train
-from llama_nb.model import Llama, LlamaConfig
+from llama_nb.model import Llama
 from llama_nb.optim import configure_optimizer, train_step
-
-VOCAB = 512
-QUIET = {"progress": False, "log": lambda message: None}
-
-
-def tiny(**kwargs) -> LlamaConfig:
-    return LlamaConfig(**{"vocab_size": VOCAB, "dim": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 32, **kwargs})
-
-
-@pytest.fixture(scope="module")
-def data(corpus_text):
-    return prepare_data(corpus_text[:60_000], VOCAB)
 
 
 @pytest.fixture
 def trained(data):
     "A model and optimizer after 3 steps, and the data generator that fed them."
     torch.manual_seed(0)
-    model = Llama(tiny())
+    model = Llama(two_layer_config())
     opt = configure_optimizer(model, 1e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
@@ -76,7 +63,7 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path, trained, data):
     expected = (torch.rand(3), random.random(), np.random.rand(), torch.randint(10**6, (3,), generator=gen))
 
     torch.manual_seed(123)
-    fresh = Llama(tiny())
+    fresh = Llama(two_layer_config())
     fresh_opt = configure_optimizer(fresh, 1e-3)
     fresh_gen = torch.Generator().manual_seed(99)
     state = load_checkpoint(tmp_path, fresh, fresh_opt, data_generator=fresh_gen)
@@ -121,7 +108,7 @@ def test_load_model_from_checkpoint_builds_the_saved_config(tmp_path, trained, d
     assert tokenizer.to_str() == data.tokenizer.to_str()
     assert find_checkpoint(tmp_path / "step_000007") == tmp_path / "step_000007"  # a step dir works too
     with pytest.raises(CheckpointError, match="no optimizer state"):
-        load_checkpoint(tmp_path, Llama(tiny()), configure_optimizer(Llama(tiny()), 1e-3))
+        load_checkpoint(tmp_path, Llama(two_layer_config()), configure_optimizer(Llama(two_layer_config()), 1e-3))
 
 
 def test_keep_last_and_saving_a_step_twice(tmp_path, trained):
@@ -165,7 +152,7 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, traine
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files or directories
     assert (tmp_path / "LATEST").read_text().strip() == "step_000001"
     assert {p.name: p.read_bytes() for p in (tmp_path / "step_000001").iterdir()} == before
-    fresh = Llama(tiny())
+    fresh = Llama(two_layer_config())
     assert load_checkpoint(tmp_path, fresh, configure_optimizer(fresh, 1e-3))["step"] == 1
     assert not torch.equal(fresh.norm.weight, model.norm.weight)
     # the next save works and cleans up after the crash
@@ -176,12 +163,12 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, traine
 # --------------------------------------------------------------------------------------------- clear errors
 def test_missing_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="No checkpoint at .*no such directory.*python -m llama_nb.train"):
-        load_checkpoint(tmp_path / "nope", Llama(tiny()))
+        load_checkpoint(tmp_path / "nope", Llama(two_layer_config()))
     with pytest.raises(CheckpointError, match="has no LATEST file"):
-        load_checkpoint(tmp_path, Llama(tiny()))
+        load_checkpoint(tmp_path, Llama(two_layer_config()))
     (tmp_path / "LATEST").write_text("step_000009\n")
     with pytest.raises(CheckpointError, match="names 'step_000009', which is not a checkpoint directory"):
-        load_checkpoint(tmp_path, Llama(tiny()))
+        load_checkpoint(tmp_path, Llama(two_layer_config()))
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "state.pt"])
@@ -191,19 +178,19 @@ def test_missing_and_truncated_files(tmp_path, trained, name):
     content = (ckpt / name).read_bytes()
     (ckpt / name).write_bytes(content[: len(content) // 2])
     with pytest.raises(CheckpointError, match=f"{name} cannot be (read|loaded).*truncated or corrupt.*Delete"):
-        load_checkpoint(tmp_path, Llama(tiny()))
+        load_checkpoint(tmp_path, Llama(two_layer_config()))
     (ckpt / name).unlink()
     with pytest.raises(CheckpointError, match=f"has no {name}: the checkpoint is incomplete"):
-        load_checkpoint(tmp_path, Llama(tiny()))
+        load_checkpoint(tmp_path, Llama(two_layer_config()))
 
 
 def test_wrong_config(tmp_path, trained):
     model, _, _ = trained
     save_checkpoint(tmp_path, model, step=1)
     with pytest.raises(CheckpointError, match=r"different config: dim=32 \(your model: 64\).*LlamaConfig.from_dict"):
-        load_checkpoint(tmp_path, Llama(tiny(dim=64)))
+        load_checkpoint(tmp_path, Llama(two_layer_config(dim=64)))
     with pytest.raises(CheckpointError, match="n_layers=2 \\(your model: 3\\)"):
-        load_checkpoint(tmp_path, Llama(tiny(n_layers=3)))
+        load_checkpoint(tmp_path, Llama(two_layer_config(n_layers=3)))
 
 
 def test_files_from_different_saves(tmp_path, trained):
@@ -212,7 +199,7 @@ def test_files_from_different_saves(tmp_path, trained):
     b = save_checkpoint(tmp_path / "b", model, step=2)
     (b / "model.safetensors").write_bytes((a / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="from step 1 but state.pt from step 2"):
-        load_checkpoint(tmp_path / "b", Llama(tiny()))
+        load_checkpoint(tmp_path / "b", Llama(two_layer_config()))
 
 
 class Evil:
@@ -259,18 +246,18 @@ RESUME_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_resume_in_a_fresh_process_is_exact(tmp_path, corpus_text, data, monkeypatch):
+@pytest.mark.slow  # a second process
+def test_resume_in_a_fresh_process_is_exact(tmp_path, text, data, monkeypatch):
     text_file = tmp_path / "corpus.txt"
-    text_file.write_text(corpus_text[:60_000], encoding="utf-8")
-    config = tiny(dropout=0.1)  # dropout: the torch RNG matters too
+    text_file.write_text(text, encoding="utf-8")  # the text of `data`
+    config = two_layer_config(dropout=0.1)  # dropout: the torch RNG matters too
     tc = TrainConfig(batch_size=4, seq_len=32, grad_accum_steps=2, max_steps=9, lr=3e-3, min_lr=3e-4,
                      warmup_steps=2, eval_interval=4, sample_tokens=4)
     straight = train(config, tc, data, out_dir=tmp_path / "straight", **QUIET)
     train(config, tc, data, out_dir=tmp_path / "split", stop_at=5, **QUIET)  # interrupted after 5 of 9 steps
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "split"), str(text_file),
-                           str(torch.get_num_threads())], capture_output=True, text=True, timeout=120)
+    proc = run_python(str(script), str(tmp_path / "split"), str(text_file), str(torch.get_num_threads()))
     assert proc.returncode == 0, proc.stderr
     assert "resumed to 9" in proc.stdout
 

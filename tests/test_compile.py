@@ -7,16 +7,15 @@ import shutil
 
 import pytest
 import torch
+from helpers import TINY_128
 
-from llama_nb.model import Llama, LlamaConfig
+from llama_nb.model import Llama
 from llama_nb.optim import configure_optimizer, train_step
-
-TINY = LlamaConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, multiple_of=16, max_seq_len=16)
 
 
 def _losses(compile: bool, steps: int = 3) -> list[float]:
     torch.manual_seed(0)
-    model = Llama(TINY)
+    model = Llama(TINY_128)
     opt = configure_optimizer(model, lr=1e-2)
     step_model = torch.compile(model) if compile else model
     gen = torch.Generator().manual_seed(0)
@@ -24,6 +23,7 @@ def _losses(compile: bool, steps: int = 3) -> list[float]:
     return [train_step(step_model, opt, lambda: (x, y), 1e-2)[0] for _ in range(steps)]  # one batch, learnt
 
 
+@pytest.mark.slow  # TorchInductor compiles C++
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from inside torch._dynamo
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile on the CPU needs a C++ compiler")

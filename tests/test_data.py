@@ -126,25 +126,17 @@ def test_corrupt_upstream_never_reaches_the_cache(server, cache):
     assert _leftovers(cache) == []
 
 
-def test_env_var_missing_file(monkeypatch, tmp_path):
-    monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path / "nope.txt"))
-    with pytest.raises(DataError, match="does not exist.*unset LLAMA_NB_TINYSHAKESPEARE"):
-        tinyshakespeare_path()
-
-
-def test_env_var_empty_file(monkeypatch, tmp_path):
-    empty = tmp_path / "empty.txt"
-    empty.write_text("")
-    monkeypatch.setenv(data.DATA_ENV_VAR, str(empty))
-    with pytest.raises(DataError, match="is empty"):
-        tinyshakespeare_path()
-
-
-def test_env_var_wrong_file(monkeypatch, tmp_path):
-    wrong = tmp_path / "wrong.txt"
-    wrong.write_text("not shakespeare")
-    monkeypatch.setenv(data.DATA_ENV_VAR, str(wrong))
-    with pytest.raises(DataError, match="unmodified copy"):
+@pytest.mark.parametrize("name, content, match", [
+    ("nope.txt", None, "does not exist.*unset LLAMA_NB_TINYSHAKESPEARE"),
+    ("empty.txt", "", "is empty"),
+    ("wrong.txt", "not shakespeare", "unmodified copy"),
+])
+def test_env_var_pointing_at_a_bad_file_is_a_clear_error(monkeypatch, tmp_path, name, content, match):
+    path = tmp_path / name
+    if content is not None:  # None: the file does not exist
+        path.write_text(content)
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(path))
+    with pytest.raises(DataError, match=match):
         tinyshakespeare_path()
 
 

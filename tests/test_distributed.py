@@ -3,22 +3,18 @@ computes the run of one process with the same global batch, and rank 0 alone pri
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import QUIET, run_python, tiny_config
 from safetensors.torch import load_file
 
 import llama_nb.gpu as gpu_module
 import llama_nb.loop as loop_module
-from llama_nb.batches import prepare_data
 from llama_nb.checkpoint import LATEST_FILE, MODEL_FILE, read_checkpoint
 from llama_nb.gpu import GPURuntime
 from llama_nb.loop import TrainConfig
-from llama_nb.model import LlamaConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="this PyTorch build has no gloo backend")
 # tiny preset, batch 8 in 2 micro-batches per step (so DDP's no_sync path runs too), no dropout (the runs must equal
@@ -30,8 +26,7 @@ ARGS = ["--preset", "tiny", "--max-steps", "8", "--eval-interval", "4", "--grad-
 def launch(n_procs: int, *args: str) -> subprocess.CompletedProcess:
     "`python -m llama_nb.train` alone, or under torchrun with `n_procs` processes (a free port, found by torchrun)."
     prefix = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_procs}"] if n_procs > 1 else []
-    return subprocess.run([sys.executable, *prefix, "-m", "llama_nb.train", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return run_python(*prefix, "-m", "llama_nb.train", *args, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +46,7 @@ def _rel(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) / abs(x) for x, y in zip(a, b))
 
 
+@pytest.mark.slow  # 1 and 2 training processes
 def test_two_processes_compute_the_one_process_run(runs):
     (one, _), (two, _) = runs[1], runs[2]
     h1, h2 = read_checkpoint(one)[1]["history"], read_checkpoint(two)[1]["history"]
@@ -64,6 +60,7 @@ def test_two_processes_compute_the_one_process_run(runs):
     assert h1["loss"] != [h1["loss"][0]] * 8  # and the run is not trivially constant
 
 
+@pytest.mark.slow  # the 2-process run above
 def test_only_rank_zero_writes_and_prints(runs):
     two, proc = runs[2]
     # one checkpoint directory: all ranks saving would leave step_000008-1 (or a half-written temporary)
@@ -72,6 +69,7 @@ def test_only_rank_zero_writes_and_prints(runs):
     assert proc.stdout.count("model: ") == 1 and proc.stdout.count("step     4 |") == 1
 
 
+@pytest.mark.slow  # three 2-process runs
 def test_two_processes_resume_exactly_with_dropout(tmp_path, corpus_file):
     """Interrupted after 4 of 8 steps and resumed, a 2-process run with dropout is the uninterrupted one: the same
     batches (the shared data generator is restored) and the same dropout masks on every rank (not only rank 0,
@@ -91,6 +89,7 @@ def test_two_processes_resume_exactly_with_dropout(tmp_path, corpus_file):
     assert all(torch.equal(w1[name], w2[name]) for name in w1)
 
 
+@pytest.mark.slow  # 2 processes
 def test_a_batch_that_does_not_split_fails_cleanly(corpus_file, tmp_path):
     proc = launch(2, *ARGS, "--batch-size", "7", "--data", str(corpus_file), "--out-dir", str(tmp_path / "odd"))
     assert proc.returncode != 0
@@ -98,12 +97,11 @@ def test_a_batch_that_does_not_split_fails_cleanly(corpus_file, tmp_path):
     assert not (tmp_path / "odd" / LATEST_FILE).exists()
 
 
-def test_each_rank_trains_on_its_share_of_the_global_batch(monkeypatch, corpus_text):
+def test_each_rank_trains_on_its_share_of_the_global_batch(monkeypatch, data):
     """In-process, with the collectives stubbed out: the batches that ranks 0 and 1 of 2 train on are the two
     halves, in order, of the batch one process trains on. (Every rank training on the whole batch would also give
     equal losses in the runs above, at twice the cost; per-rank seeds would give different batches.)"""
-    data = prepare_data(corpus_text[:20_000], 512)
-    config = LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16)
+    config = tiny_config()
     tc = TrainConfig(batch_size=8, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0,
                      device="cpu")
     seen: dict[tuple[int, int], list[torch.Tensor]] = {}
@@ -118,20 +116,19 @@ def test_each_rank_trains_on_its_share_of_the_global_batch(monkeypatch, corpus_t
     monkeypatch.setattr(gpu_module, "wrap_ddp", lambda model, info: model)
     for who in [(0, 1), (0, 2), (1, 2)]:
         runtime = GPURuntime(torch.device("cpu"), rank=who[0], world_size=who[1], local_rank=who[0])
-        loop_module.train(config, tc, data, runtime=runtime, progress=False, log=lambda message: None)
+        loop_module.train(config, tc, data, runtime=runtime, **QUIET)
     for step in range(3):
         halves = seen[(0, 2)][step], seen[(1, 2)][step]
         assert [len(h) for h in halves] == [4, 4]
         assert torch.equal(torch.cat(halves), seen[(0, 1)][step])
 
 
-def test_each_rank_draws_its_own_dropout_masks(monkeypatch, corpus_text):
+def test_each_rank_draws_its_own_dropout_masks(monkeypatch, data):
     """In-process, collectives stubbed out as above: with dropout, ranks 0 and 1 of 2 drop different units at
     every step (each seeds its dropout apart), while their weights start equal. Were the ranks seeded alike, both
     would drop the same units of their halves of the batch, and the N-process run would drop less independently
     than one process does."""
-    data = prepare_data(corpus_text[:20_000], 512)
-    config = LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16, dropout=0.5)
+    config = tiny_config(dropout=0.5)
     tc = TrainConfig(batch_size=8, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0,
                      device="cpu")
     masks: dict[int, list[torch.Tensor]] = {}
@@ -151,7 +148,7 @@ def test_each_rank_draws_its_own_dropout_masks(monkeypatch, corpus_text):
     monkeypatch.setattr(gpu_module, "wrap_ddp", lambda model, info: model)
     for rank in (0, 1):
         runtime = GPURuntime(torch.device("cpu"), rank=rank, world_size=2, local_rank=rank)
-        loop_module.train(config, tc, data, runtime=runtime, progress=False, log=lambda message: None)
+        loop_module.train(config, tc, data, runtime=runtime, **QUIET)
     assert torch.equal(first_weights[0], first_weights[1])  # the same initialisation in every process
     assert len(masks[0]) == len(masks[1]) == 3
     for m0, m1 in zip(masks[0], masks[1]):

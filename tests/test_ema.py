@@ -6,25 +6,17 @@ import math
 
 import pytest
 import torch
+from helpers import QUIET, tiny_config
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from llama_nb.batches import evaluate, get_batch, prepare_data
+from llama_nb.batches import evaluate, get_batch
 from llama_nb.checkpoint import STATE_FILE, CheckpointError, find_checkpoint, load_model_from_checkpoint
 from llama_nb.loop import TrainConfig, train
-from llama_nb.model import Llama, LlamaConfig
+from llama_nb.model import Llama
 from llama_nb.optim import EMA, configure_optimizer, train_step
 from llama_nb.train import build_train_parser, resolve_configs
 
-QUIET = dict(progress=False, log=lambda message: None)
-
-
-@pytest.fixture(scope="module")
-def data(corpus_text):
-    return prepare_data(corpus_text[:30_000], 512)
-
-
-def tiny(dropout: float = 0.0) -> LlamaConfig:
-    return LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16, dropout=dropout)
+# `data` (the first 60,000 characters of the corpus, a 512-token tokenizer) is conftest.py's.
 
 
 def run_config(**kw) -> TrainConfig:
@@ -42,7 +34,7 @@ def steps(model, data, n, seed=0):
 
 def test_ema_equals_pytorchs_averaged_model(data):
     torch.manual_seed(0)
-    model = Llama(tiny())
+    model = Llama(tiny_config())
     reference = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.7), use_buffers=False)
     reference.update_parameters(model)  # the first update copies: both averages start at the initial weights
     ours = EMA(model, 0.7, warmup=False)
@@ -55,7 +47,7 @@ def test_ema_equals_pytorchs_averaged_model(data):
 
 def test_warmup_decay_by_hand(data):
     torch.manual_seed(0)
-    model = Llama(tiny())
+    model = Llama(tiny_config())
     ema = EMA(model, decay=0.99)
     assert [ema.current_decay()] == [0.1]  # (1 + 0) / (10 + 0): the first average is mostly the new weights
     start = [p.detach().clone() for p in model.parameters()]
@@ -69,7 +61,7 @@ def test_warmup_decay_by_hand(data):
 
 def trained_with_ema(data, decay: float, n_steps: int) -> tuple[Llama, EMA]:
     torch.manual_seed(0)
-    model = Llama(tiny())
+    model = Llama(tiny_config())
     ema = EMA(model, decay)
     for _ in steps(model, data, n_steps):
         ema.update(model)
@@ -91,16 +83,16 @@ def test_applied_swaps_in_the_average_and_restores_the_weights_even_on_error(dat
 @pytest.mark.parametrize("decay", [0, 1, 1.5, -0.1, float("nan"), True, "0.9"])
 def test_bad_decay_is_refused(decay):
     with pytest.raises(ValueError, match="EMA decay must be a number in \\(0, 1\\)"):
-        EMA(Llama(tiny()), decay)
+        EMA(Llama(tiny_config()), decay)
 
 
 def test_state_dict_round_trip_and_a_foreign_state_is_refused(data):
     _, ema = trained_with_ema(data, 0.9, 2)
-    copy = EMA(Llama(tiny()), 0.5)
+    copy = EMA(Llama(tiny_config()), 0.5)
     copy.load_state_dict(ema.state_dict())
     assert (copy.decay, copy.updates) == (0.9, 2)
     assert all(torch.equal(a, b) for a, b in zip(copy.averages, ema.averages))
-    other = EMA(Llama(LlamaConfig(vocab_size=512, dim=32, n_layers=1, n_heads=2, max_seq_len=16)), 0.9)
+    other = EMA(Llama(tiny_config(dim=32)), 0.9)
     with pytest.raises(ValueError, match="another model|other parameters"):
         other.load_state_dict(ema.state_dict())
 
@@ -112,7 +104,7 @@ def test_train_config_rejects_a_bad_ema_decay(value):
 
 
 def test_the_loop_evaluates_samples_and_returns_the_average(tmp_path, data):
-    result = train(tiny(), run_config(), data, out_dir=tmp_path, **QUIET)
+    result = train(tiny_config(), run_config(), data, out_dir=tmp_path, **QUIET)
     final = evaluate(result.model, data.val_ids, data.val_chars, 16)
     assert final["nats_per_char"] == result.final["nats_per_char"]  # the returned model holds the evaluated weights
     averaged, _, state = load_model_from_checkpoint(tmp_path)
@@ -125,9 +117,10 @@ def test_the_loop_evaluates_samples_and_returns_the_average(tmp_path, data):
 
 
 def test_resume_with_an_ema_is_exact(tmp_path, data):
-    straight = train(tiny(0.1), run_config(), data, **QUIET)
-    train(tiny(0.1), run_config(), data, out_dir=tmp_path, stop_at=6, **QUIET)  # checkpoint at step 6 (not 4, 8)
-    resumed = train(tiny(0.1), run_config(), data, out_dir=tmp_path, resume=True, **QUIET)
+    config = tiny_config(dropout=0.1)
+    straight = train(config, run_config(), data, **QUIET)
+    train(config, run_config(), data, out_dir=tmp_path, stop_at=6, **QUIET)  # checkpoint at step 6 (not 4, 8)
+    resumed = train(config, run_config(), data, out_dir=tmp_path, resume=True, **QUIET)
     assert resumed.final == straight.final
     by_step = {s: v for s, v in zip(resumed.history["eval_step"], resumed.history["val_nats_per_char"])}
     assert [by_step[s] for s in straight.history["eval_step"]] == straight.history["val_nats_per_char"]
@@ -136,13 +129,13 @@ def test_resume_with_an_ema_is_exact(tmp_path, data):
 
 
 def test_resume_with_another_ema_decay_is_refused(tmp_path, data):
-    train(tiny(), run_config(max_steps=4), data, out_dir=tmp_path, **QUIET)
+    train(tiny_config(), run_config(max_steps=4), data, out_dir=tmp_path, **QUIET)
     with pytest.raises(CheckpointError, match="ema_decay=0.8 \\(now 0.9\\)"):
-        train(tiny(), run_config(max_steps=8, ema_decay=0.9), data, out_dir=tmp_path, resume=True, **QUIET)
+        train(tiny_config(), run_config(max_steps=8, ema_decay=0.9), data, out_dir=tmp_path, resume=True, **QUIET)
 
 
 def test_a_damaged_average_in_a_checkpoint_gives_a_clear_error(tmp_path, data):
-    train(tiny(), run_config(max_steps=4), data, out_dir=tmp_path, **QUIET)
+    train(tiny_config(), run_config(max_steps=4), data, out_dir=tmp_path, **QUIET)
     path = find_checkpoint(tmp_path) / STATE_FILE
     state = torch.load(path, weights_only=True)
     state["ema"]["averages"].popitem()

@@ -66,6 +66,7 @@ def max_diff(model, hf, ids) -> float:
 # --- the real model -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # SmolLM2-135M-Instruct in transformers
 def test_config_is_smollm2_and_agrees_with_transformers(smol, hf):
     from llama_nb.hf import config_from_hf_dict
 
@@ -77,6 +78,7 @@ def test_config_is_smollm2_and_agrees_with_transformers(smol, hf):
     assert smol.model.num_parameters() == hf.num_parameters() == 134_515_008
 
 
+@pytest.mark.slow  # SmolLM2-135M-Instruct in transformers
 def test_logits_equal_transformers(smol, hf):
     chat_prompt = G.apply_chat_template(smol.chat_template, CHAT)
     for text in PROMPTS + [chat_prompt]:
@@ -84,6 +86,7 @@ def test_logits_equal_transformers(smol, hf):
         assert max_diff(smol.model, hf, ids) < 1e-4, text
 
 
+@pytest.mark.slow  # SmolLM2-135M-Instruct in transformers
 def test_without_unpermuting_wq_wk_the_model_is_wrong(path, smol, hf, corpus_text):
     wrong = G.load_gguf(path, unpermute=False)
     ids = smol.tokenizer.encode(PROMPTS[0], add_special_tokens=False).ids
@@ -93,6 +96,7 @@ def test_without_unpermuting_wq_wk_the_model_is_wrong(path, smol, hf, corpus_tex
         assert wrong(x[:, :-1], x[:, 1:])[1] > smol.model(x[:, :-1], x[:, 1:])[1] + 1.0  # nats/token
 
 
+@pytest.mark.slow  # SmolLM2-135M-Instruct in transformers
 def test_greedy_text_equals_transformers_generate(smol, hf):
     for text in PROMPTS:
         ids = smol.tokenizer.encode(text, add_special_tokens=False).ids
@@ -102,6 +106,7 @@ def test_greedy_text_equals_transformers_generate(smol, hf):
         assert ours == theirs, text
 
 
+@pytest.mark.slow  # SmolLM2-135M-Instruct in transformers
 def test_chat_reply_equals_transformers(smol, hf, hf_tok):
     reply = G.chat(smol, CHAT, max_new_tokens=24)
     assert "Paris" in reply
@@ -120,6 +125,7 @@ def test_chat_allocates_only_the_cache_it_needs(smol, monkeypatch):
     assert sizes == [len(prompt) + 8]  # not the model's 8,192 positions
 
 
+@pytest.mark.slow  # SmolLM2-135M decodes with and without its cache
 def test_kv_cache_decoding_equals_full_recomputation(smol):
     ids = smol.tokenizer.encode(PROMPTS[1], add_special_tokens=False).ids
     cached = generate(smol.model, ids, 12, greedy=True, eos_id=None)
@@ -133,6 +139,7 @@ def test_kv_cache_decoding_equals_full_recomputation(smol):
     torch.testing.assert_close(torch.cat(steps), full, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # a second copy of SmolLM2-135M, in bfloat16
 def test_bfloat16_option(path, smol):
     model = G.load_gguf(path, dtype=torch.bfloat16)
     assert model.tok_embeddings.weight.dtype == torch.bfloat16
@@ -451,6 +458,7 @@ def saved_release(tmp_path_factory, hf, hf_tok):
     return d
 
 
+@pytest.mark.slow  # SmolLM2-135M saved by transformers, loaded, and two chats
 def test_load_safetensors_directory(saved_release, smol):
     p = G.load_pretrained_dir(saved_release)
     ids = smol.tokenizer.encode(PROMPTS[0], add_special_tokens=False).ids
@@ -460,6 +468,7 @@ def test_load_safetensors_directory(saved_release, smol):
     assert G.chat(p, CHAT, max_new_tokens=24) == G.chat(smol, CHAT, max_new_tokens=24)
 
 
+@pytest.mark.slow  # SmolLM2-135M saved by transformers
 def test_load_from_the_hub_cache_offline(saved_release, tmp_path, monkeypatch):
     import huggingface_hub.constants as hub
 
@@ -476,6 +485,7 @@ def test_load_from_the_hub_cache_offline(saved_release, tmp_path, monkeypatch):
         G.load_pretrained_dir("HuggingFaceTB/no-such-model")
 
 
+@pytest.mark.slow  # SmolLM2-135M saved by transformers
 def test_directory_without_tokenizer_or_with_another_vocabulary(saved_release, tmp_path):
     d = tmp_path / "release"
     shutil.copytree(saved_release, d)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import QUIET, TINY_128, tiny_config
 
 import llama_nb.gpu as gpu_module
 from llama_nb.gpu import (
@@ -31,8 +32,6 @@ from llama_nb.gpu import (
 from llama_nb.loop import TrainConfig, TrainResult, resolve_device
 from llama_nb.model import Llama, LlamaConfig, count_parameters, parameter_breakdown
 from llama_nb.optim import configure_optimizer, train_step
-
-TINY = LlamaConfig(vocab_size=128, dim=32, n_layers=2, n_heads=2, multiple_of=16, max_seq_len=16)
 
 
 @pytest.fixture
@@ -169,7 +168,7 @@ def test_time_steps_counts_warmup_and_timed_calls():
 
 def _losses(amp_dtype, steps=3, scaler=None, init=None):
     torch.manual_seed(0)
-    model = Llama(TINY)
+    model = Llama(TINY_128)
     if init is not None:
         model.load_state_dict(init)
     opt = configure_optimizer(model, lr=1e-2)
@@ -202,7 +201,7 @@ def test_float16_with_grad_scaler_on_cpu():
 def _sgd_step(amp_dtype, scaler=None, grad_clip=0.0):
     "One train_step with SGD at lr 1 (the update is minus the clipped gradient): its (loss, norm) and the weights."
     torch.manual_seed(0)
-    model = Llama(TINY)
+    model = Llama(TINY_128)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     gen = torch.Generator().manual_seed(0)
     batch = lambda: (torch.randint(128, (4, 16), generator=gen), torch.randint(128, (4, 16), generator=gen))
@@ -215,7 +214,7 @@ def test_grad_scaler_gradients_are_unscaled_before_the_norm_and_the_clipping():
     """The loss is multiplied by 65536 for the backward pass; the reported norm, the clipping and the update must
     see the true gradients (scaler.unscale_ before clip_grad_norm_). Adam would hide a wrong scale, SGD does not."""
     torch.manual_seed(0)
-    start = Llama(TINY).state_dict()
+    start = Llama(TINY_128).state_dict()
     (_, norm32), _ = _sgd_step(torch.float32)
     scaler = torch.amp.GradScaler("cpu")
     (_, norm16), _ = _sgd_step(torch.float16, scaler)
@@ -233,7 +232,7 @@ def test_grad_scaler_gradients_are_unscaled_before_the_norm_and_the_clipping():
 
 def test_grad_scaler_skips_a_step_that_overflows():
     torch.manual_seed(0)
-    init = Llama(TINY).state_dict()
+    init = Llama(TINY_128).state_dict()
     scaler = torch.amp.GradScaler("cpu", init_scale=1e38)  # loss x 1e38 overflows: the gradients are inf
     _, model = _losses(torch.float16, steps=1, scaler=scaler, init=init)
     assert all(torch.equal(p, init[k]) for k, p in model.state_dict().items())  # the step was skipped
@@ -274,9 +273,8 @@ def test_gpu_runtime_copies_batches_from_pinned_memory(monkeypatch):
     assert GPURuntime(torch.device("cpu")).to_device(torch.zeros(2)).device.type == "cpu"
 
 
-def test_the_loop_moves_every_batch_through_the_runtime(corpus_text):
+def test_the_loop_moves_every_batch_through_the_runtime(data):
     "Chapter 6's loop lets the runtime place each batch (GPURuntime pins it): one call per input and target."
-    from llama_nb.batches import prepare_data
     from llama_nb.loop import Runtime, train
 
     moved = []
@@ -286,11 +284,9 @@ def test_the_loop_moves_every_batch_through_the_runtime(corpus_text):
             moved.append(tuple(batch.shape))
             return super().to_device(batch)
 
-    data = prepare_data(corpus_text[:20_000], 512)
     tc = TrainConfig(batch_size=4, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0,
                      device="cpu", grad_accum_steps=2)
-    train(LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16), tc, data, progress=False,
-          log=lambda m: None, runtime=Counting())
+    train(tiny_config(), tc, data, runtime=Counting(), **QUIET)
     assert moved == [(4, 16)] * (2 * 2 * 3)  # x and y, 2 micro-batches, 3 steps
 
 

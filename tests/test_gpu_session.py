@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -128,6 +129,7 @@ def test_accept_checks_the_ladder_when_given(chapter, tmp_path, capsys, ladder, 
 # --- run_notebook.py: a dead kernel, a cell out of time -------------------------------------------------------------
 
 
+@pytest.mark.slow  # a runner process and its Jupyter kernel
 @pytest.mark.parametrize("source, options, ename, says", [
     ("import os\nos._exit(1)", [], "DeadKernelError", "the kernel died"),
     ("import time\ntime.sleep(120)", ["--timeout", "2"], "CellTimeoutError", "still running after 2 s: --timeout"),
@@ -136,9 +138,8 @@ def test_run_notebook_stops_at_a_dead_kernel_or_a_timeout_and_keeps_earlier_cell
                                                                                   says):
     cells = [new.new_code_cell("print(6 * 7)"), new.new_code_cell(source), new.new_code_cell("print('never')")]
     nbformat.write(new.new_notebook(cells=cells), tmp_path / "t.ipynb")
-    command = [sys.executable, str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out",
-               str(tmp_path / "out"), *options]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    done = run_python(str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(tmp_path / "out"),
+                      *options, timeout=60)
     assert done.returncode == 1 and f"cell 1 FAILED ({ename})" in done.stdout and says in done.stdout, done.stdout
     cells = nbformat.read(tmp_path / "out" / "t.ipynb", as_version=4).cells
     assert cells[0].outputs[0]["text"] == "42\n" and cells[0].execution_count == 1
@@ -146,6 +147,7 @@ def test_run_notebook_stops_at_a_dead_kernel_or_a_timeout_and_keeps_earlier_cell
     assert cells[2].outputs == [] and cells[2].execution_count is None
 
 
+@pytest.mark.slow  # a runner process and its Jupyter kernel
 def test_run_notebook_stopped_by_sigterm_saves_and_says_so(tmp_path):
     "gpu_session.sh's backstop `timeout` sends SIGTERM: the runner saves what ran and shuts its kernel down."
     started = tmp_path / "started"
@@ -181,6 +183,7 @@ def _session(tmp_path, corpus_path, **env) -> tuple[subprocess.CompletedProcess,
     return done, marker
 
 
+@pytest.mark.slow  # gpu_session.sh
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_session_without_cuda_stops_before_the_notebook_unless_allowed(tmp_path, corpus_path):
     done, marker = _session(tmp_path, corpus_path, ALLOW_CPU="0")
@@ -192,6 +195,7 @@ def test_session_without_cuda_stops_before_the_notebook_unless_allowed(tmp_path,
     assert "STOP: no CUDA device" in (tmp_path / "out" / "session.log").read_text()
 
 
+@pytest.mark.slow  # gpu_session.sh, and bench_gpu.py in it
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_session_with_a_failed_wheel_install_skips_the_notebook_but_runs_bench_gpu(tmp_path, corpus_path):
     shadow = tmp_path / "shadow" / "nbclient"  # this interpreter without Jupyter, as on the GPU machine
@@ -272,18 +276,18 @@ def test_limits_on_what_comes_back(tmp_path):
     with open(out / "big.log", "wb") as f:
         f.truncate(16 * 2**20)  # sparse: 16 MiB on paper, nothing on disk
     assert gpu_summary.limit_problems(out) == ["big.log: 16.0 MiB (under 16 MiB allowed)"]
-    done = subprocess.run([sys.executable, str(BENCH / "gpu_summary.py"), str(out)], capture_output=True, text=True)
+    done = run_python(str(BENCH / "gpu_summary.py"), str(out))
     assert done.returncode == 1 and "LIMIT: big.log" in done.stdout and "best val nats/char:" in done.stdout
 
 
 # --- bench_gpu.py --smoke --json -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # bench_gpu.py trains for 40 steps and a sweep
 def test_bench_gpu_smoke_writes_the_main_run_and_the_sweep_to_json(tmp_path, corpus_path):
     path = tmp_path / "results" / "bench_gpu.json"
     env = {**os.environ, "LLAMA_NB_TINYSHAKESPEARE": str(corpus_path), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--smoke", "--json", str(path)],
-                          capture_output=True, text=True, timeout=120, env=env)
+    done = run_python(str(BENCH / "bench_gpu.py"), "--smoke", "--json", str(path), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(path.read_text())
     assert results["smoke"] is True and results["device"] == "CPU" and results["steps"] == 40

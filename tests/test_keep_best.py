@@ -5,23 +5,14 @@ import sys
 
 import pytest
 import torch
+from helpers import QUIET, tiny_config
 
 import llama_nb.loop as loop_module
-from llama_nb.batches import prepare_data
 from llama_nb.checkpoint import BEST_FILE, CheckpointError, find_checkpoint, load_model_from_checkpoint
 from llama_nb.loop import TrainConfig, best_evaluation, train
 from llama_nb.model import Llama, LlamaConfig
 
-QUIET = dict(progress=False, log=lambda message: None)
-
-
-@pytest.fixture(scope="module")
-def data(corpus_text):
-    return prepare_data(corpus_text[:30_000], 512)
-
-
-def tiny() -> LlamaConfig:
-    return LlamaConfig(vocab_size=512, dim=16, n_layers=1, n_heads=2, max_seq_len=16)
+# `data` (the first 60,000 characters of the corpus, a 512-token tokenizer) is conftest.py's.
 
 
 def run_config(**kw) -> TrainConfig:
@@ -45,7 +36,7 @@ def scripted_validation(monkeypatch):
 
 def test_best_checkpoint_is_kept_beside_the_latest(tmp_path, data, scripted_validation):
     scripted_validation([3.0, 2.0, 1.5, 1.7, 1.8, 1.9, 2.0])  # best at the 3rd evaluation: step 6
-    result = train(tiny(), run_config(), data, out_dir=tmp_path, **QUIET)
+    result = train(tiny_config(), run_config(), data, out_dir=tmp_path, **QUIET)
     assert result.best["step"] == 6 and result.best["nats_per_char"] == 1.5
     assert (tmp_path / BEST_FILE).read_text().strip() == "step_000006"
     assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_000006", "step_000012"]  # older ones pruned
@@ -56,15 +47,15 @@ def test_best_checkpoint_is_kept_beside_the_latest(tmp_path, data, scripted_vali
 
 def test_patience_stops_the_run_after_the_minimum(tmp_path, data, scripted_validation):
     scripted_validation([3.0, 2.0, 2.5, 2.6, 2.7, 9.9, 9.9])  # best at step 4, then three worse evaluations
-    result = train(tiny(), run_config(patience=3), data, out_dir=tmp_path, **QUIET)
+    result = train(tiny_config(), run_config(patience=3), data, out_dir=tmp_path, **QUIET)
     assert result.stopped_early and result.steps == 10 and result.best["step"] == 4
     assert (tmp_path / BEST_FILE).read_text().strip() == "step_000004"
 
 
 def test_a_resumed_run_keeps_its_best(tmp_path, data, scripted_validation):
     scripted_validation([3.0, 1.0, 2.0] + [2.5, 2.6, 2.7, 2.8, 2.9])  # best at step 4, before the interruption
-    train(tiny(), run_config(), data, out_dir=tmp_path, stop_at=6, **QUIET)
-    result = train(tiny(), run_config(), data, out_dir=tmp_path, resume=True, **QUIET)
+    train(tiny_config(), run_config(), data, out_dir=tmp_path, stop_at=6, **QUIET)
+    result = train(tiny_config(), run_config(), data, out_dir=tmp_path, resume=True, **QUIET)
     assert result.steps == 12 and result.best["step"] == 4
     assert (tmp_path / BEST_FILE).read_text().strip() == "step_000004"
     assert (tmp_path / "step_000004").is_dir()  # never pruned while it is the best
@@ -72,7 +63,7 @@ def test_a_resumed_run_keeps_its_best(tmp_path, data, scripted_validation):
 
 def test_a_corrupt_or_missing_best_checkpoint_gives_a_clear_error(tmp_path, data, scripted_validation):
     scripted_validation([3.0, 1.0, 2.0, 2.5, 2.6, 2.7, 2.8])
-    train(tiny(), run_config(), data, out_dir=tmp_path, **QUIET)
+    train(tiny_config(), run_config(), data, out_dir=tmp_path, **QUIET)
     (tmp_path / "step_000004" / "state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"step_000004/state.pt cannot be read .* truncated or corrupt"):
         load_model_from_checkpoint(tmp_path, best=True)
@@ -102,7 +93,7 @@ def test_the_loop_reads_the_loss_back_only_every_log_interval_steps(data, monkey
             return _real(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, counting)
     tc = run_config(max_steps=20, eval_interval=0, log_interval=10, keep_best=False)
-    result = train(tiny(), tc, data, **QUIET)
+    result = train(tiny_config(), tc, data, **QUIET)
     monkeypatch.undo()
     assert len(result.history["loss"]) == 20 and result.history["step"] == list(range(1, 21))
     # 2 read-backs (the losses and the clock) of 2 reads each, and 1 for the final evaluation

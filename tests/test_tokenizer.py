@@ -2,7 +2,6 @@
 
 import pytest
 
-from llama_nb.data import train_val_split
 from llama_nb.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -18,15 +17,7 @@ from llama_nb.tokenizer import (
     train_tokenizer,
 )
 
-
-@pytest.fixture(scope="module")
-def splits(corpus_text):
-    return train_val_split(corpus_text)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(splits):
-    return train_tokenizer(splits[0], 1024)
+# `splits` and `tokenizer` (the book's, 2,048 tokens trained on the train split) are conftest.py's.
 
 
 def test_toy_bpe_learns_the_classic_merges():

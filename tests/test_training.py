@@ -4,33 +4,17 @@ import math
 
 import pytest
 import torch
+from helpers import QUIET, VOCAB, two_layer_config
 
 from llama_nb.batches import evaluate, get_batch, prepare_data, val_windows
 from llama_nb.checkpoint import CheckpointError
 from llama_nb.data import train_val_split
 from llama_nb.loop import TrainConfig, train
-from llama_nb.model import Llama, LlamaConfig
+from llama_nb.model import Llama
 from llama_nb.optim import configure_optimizer, decay_groups, lr_at, train_step
 from llama_nb.tokenizer import PAD_ID, train_tokenizer
 
-VOCAB = 512
-
-
-@pytest.fixture(scope="module")
-def text(corpus_text):
-    return corpus_text[:60_000]
-
-
-@pytest.fixture(scope="module")
-def data(text):
-    return prepare_data(text, VOCAB)
-
-
-def tiny(**kwargs) -> LlamaConfig:
-    return LlamaConfig(**{"vocab_size": VOCAB, "dim": 32, "n_layers": 2, "n_heads": 2, "max_seq_len": 32, **kwargs})
-
-
-QUIET = {"progress": False, "log": lambda message: None}
+# `text` (the first 60,000 characters) and `data` (`text` prepared with VOCAB = 512 tokens) are conftest.py's.
 
 
 # ----------------------------------------------------------------------------------------------- data pipeline
@@ -97,7 +81,7 @@ def test_val_windows_needs_two_tokens():
 # ------------------------------------------------------------------------------------------------- evaluation
 def test_evaluate_matches_unpadded_windows_and_converts_units(data):
     torch.manual_seed(0)
-    model = Llama(tiny())
+    model = Llama(two_layer_config())
     ids, n_chars, T = data.val_ids[:300], 700, 32
     got = evaluate(model, ids, n_chars, T, batch_size=3)
     total, count = 0.0, 0  # reference: the model's own mean loss on each window, cut without padding
@@ -113,7 +97,7 @@ def test_evaluate_matches_unpadded_windows_and_converts_units(data):
 
 
 def test_evaluate_of_a_uniform_model_is_ln_v(data):
-    model = Llama(tiny())
+    model = Llama(two_layer_config())
     with torch.no_grad():
         model.tok_embeddings.weight.zero_()  # tied: every logit is 0, the prediction uniform
     got = evaluate(model, data.val_ids, data.val_chars, 32)
@@ -123,7 +107,7 @@ def test_evaluate_of_a_uniform_model_is_ln_v(data):
 
 def test_evaluate_turns_dropout_off(data):
     torch.manual_seed(0)
-    model = Llama(tiny(dropout=0.5))
+    model = Llama(two_layer_config(dropout=0.5))
     a = evaluate(model, data.val_ids[:500], 1000, 32)
     b = evaluate(model, data.val_ids[:500], 1000, 32)
     assert a == b and model.training
@@ -153,19 +137,19 @@ def test_lr_schedule_matches_transformers_cosine_with_min_lr():
 
 
 def test_decay_groups_tied_and_untied():
-    tied = Llama(tiny())
+    tied = Llama(two_layer_config())
     decay, no_decay = decay_groups(tied)
     assert "tok_embeddings.weight" in no_decay and "output.weight" not in decay + no_decay
     assert all(n.endswith("norm.weight") for n in no_decay if n != "tok_embeddings.weight")
     assert len(no_decay) == 1 + 2 * 2 + 1  # embedding, two norms per layer, final norm
     assert all(tied.get_parameter(n).dim() == 2 for n in decay) and len(decay) == 2 * 7
     assert sorted(decay + no_decay) == sorted(n for n, _ in tied.named_parameters())
-    decay_u, no_decay_u = decay_groups(Llama(tiny(tie_embeddings=False)))
+    decay_u, no_decay_u = decay_groups(Llama(two_layer_config(tie_embeddings=False)))
     assert "output.weight" in decay_u and "tok_embeddings.weight" in no_decay_u
 
 
 def test_configure_optimizer_decays_matrices_only():
-    model = Llama(tiny())
+    model = Llama(two_layer_config())
     opt = configure_optimizer(model, lr=1.0, weight_decay=0.5, betas=(0.9, 0.95))
     assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]
     assert opt.param_groups[0]["betas"] == (0.9, 0.95)
@@ -182,7 +166,7 @@ def test_configure_optimizer_decays_matrices_only():
 
 def _sgd_step(data, accum: int, clip: float = 0.0) -> tuple[dict, float]:
     torch.manual_seed(0)
-    model = Llama(tiny())
+    model = Llama(two_layer_config())
     x, y = get_batch(data.train_ids, 8, 32, torch.Generator().manual_seed(1))
     chunks = iter(zip(x.chunk(accum), y.chunk(accum)))
     _, norm = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), lambda: next(chunks), 1.0, accum, clip)
@@ -199,7 +183,7 @@ def test_gradient_accumulation_equals_the_full_batch(data):
 
 def test_gradient_clipping_limits_the_global_norm(data):
     torch.manual_seed(0)
-    start = Llama(tiny()).state_dict()
+    start = Llama(two_layer_config()).state_dict()
     unclipped, norm = _sgd_step(data, 1)
     clipped, norm_again = _sgd_step(data, 1, clip=0.1 * norm)
     assert norm_again == pytest.approx(norm)  # the norm before clipping is reported
@@ -212,7 +196,7 @@ def test_gradient_clipping_limits_the_global_norm(data):
 
 def test_train_step_sets_the_learning_rate_and_averages_the_loss(data):
     torch.manual_seed(0)
-    model = Llama(tiny())
+    model = Llama(two_layer_config())
     opt = configure_optimizer(model, lr=1.0)
     gen = torch.Generator().manual_seed(0)
     loss, norm = train_step(model, opt, lambda: get_batch(data.train_ids, 4, 32, gen), 1e-3, grad_accum_steps=2)
@@ -243,7 +227,7 @@ def test_train_learns_and_records_history(data):
     tc = TrainConfig(batch_size=16, seq_len=32, max_steps=40, lr=5e-3, min_lr=5e-4, warmup_steps=5,
                      eval_interval=20, sample_tokens=8)
     messages = []
-    result = train(tiny(), tc, data, progress=False, log=messages.append)
+    result = train(two_layer_config(), tc, data, progress=False, log=messages.append)
     h = result.history
     assert result.steps == 40 and h["step"] == list(range(1, 41)) and h["eval_step"] == [20, 40]
     assert h["lr"][4] == 5e-3 and h["lr"][-1] == pytest.approx(lr_at(39, 5e-3, 5e-4, 5, 40))
@@ -256,15 +240,15 @@ def test_train_learns_and_records_history(data):
 
 def test_train_rejects_inconsistent_arguments(data, tmp_path):
     with pytest.raises(ValueError, match="max_seq_len"):
-        train(tiny(), TrainConfig(seq_len=64), data, **QUIET)
+        train(two_layer_config(), TrainConfig(seq_len=64), data, **QUIET)
     with pytest.raises(ValueError, match="vocab_size"):
-        train(tiny(vocab_size=300), TrainConfig(seq_len=32), data, **QUIET)
+        train(two_layer_config(vocab_size=300), TrainConfig(seq_len=32), data, **QUIET)
     with pytest.raises(ValueError, match="out_dir"):
-        train(tiny(), TrainConfig(seq_len=32), data, resume=True, **QUIET)
+        train(two_layer_config(), TrainConfig(seq_len=32), data, resume=True, **QUIET)
     tc = TrainConfig(batch_size=2, seq_len=32, max_steps=2, warmup_steps=1, sample_tokens=0)
-    train(tiny(), tc, data, out_dir=tmp_path, **QUIET)
+    train(two_layer_config(), tc, data, out_dir=tmp_path, **QUIET)
     with pytest.raises(CheckpointError, match="already holds a checkpoint"):
-        train(tiny(), tc, data, out_dir=tmp_path, **QUIET)
+        train(two_layer_config(), tc, data, out_dir=tmp_path, **QUIET)
     with pytest.raises(CheckpointError, match="lr=0.001 \\(now 0.002\\)"):
-        train(tiny(), TrainConfig(**{**tc.to_dict(), "lr": 2e-3, "max_steps": 4}), data, out_dir=tmp_path,
+        train(two_layer_config(), TrainConfig(**{**tc.to_dict(), "lr": 2e-3, "max_steps": 4}), data, out_dir=tmp_path,
               resume=True, **QUIET)

@@ -1,11 +1,17 @@
-"""llama_nb's Llama is Hugging Face's Llama: the same weights give the same logits.
+"""llama_nb.hf (Chapter 5.2): Hugging Face's format, and llama_nb's Llama is Hugging Face's Llama.
 
-transformers is a test dependency of the book, not a runtime one.
+Saving and loading a directory (config.json, model.safetensors), the state-dict and config mappings with their
+errors; then transformers itself: the same weights give the same logits, caches and generations. transformers is
+a test dependency of the book, not a runtime one.
 """
+
+import dataclasses
+import json
 
 import pytest
 import torch
-from helpers import randomise
+import transformers
+from helpers import SMALL, randomise, small_model
 
 from llama_nb.hf import (
     config_from_hf_dict,
@@ -19,7 +25,6 @@ from llama_nb.model import Llama, LlamaConfig
 from llama_nb.rope import permute_hf_to_meta
 from llama_nb.sampling import generate
 
-transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
@@ -51,6 +56,110 @@ def ids_for(config, B=2, T=20, seed=0):
 def max_diff(ours, hf, x) -> float:
     with torch.no_grad():
         return (ours(x)[0] - hf(x).logits).abs().max().item()
+
+
+# --- save / load, and the mappings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(n_kv_heads=2, tie_embeddings=False, rope_theta=5e5)])
+def test_hf_directory_round_trip(tmp_path, overrides):
+    model = randomise(small_model(**overrides))
+    out = save_hf_pretrained(model, tmp_path / "m", eos_token_id=3)
+    assert out == tmp_path / "m"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temporary directory removed
+    hf_cfg = json.loads((out / "config.json").read_text())
+    assert hf_cfg["architectures"] == ["LlamaForCausalLM"] and hf_cfg["eos_token_id"] == 3
+    back = load_hf_pretrained(out).eval()
+    assert back.config == model.config
+    x = ids_for(model.config, B=2, T=12)
+    with torch.no_grad():
+        assert torch.equal(back(x)[0], model(x)[0])
+    # saving again over the same directory replaces the files and leaves other files alone
+    (out / "tokenizer.json").write_text("{}")
+    save_hf_pretrained(randomise(small_model(**overrides), seed=1), out)
+    assert (out / "tokenizer.json").exists()
+    assert not torch.equal(load_hf_pretrained(out).tok_embeddings.weight, model.tok_embeddings.weight)
+
+
+def test_state_dict_mapping_round_trip():
+    model = randomise(small_model(n_kv_heads=1, tie_embeddings=False))
+    sd = to_hf_state_dict(model)
+    assert "model.layers.1.self_attn.k_proj.weight" in sd and "lm_head.weight" in sd
+    assert sd["model.layers.0.post_attention_layernorm.weight"] is not None
+    back = from_hf_state_dict(sd, model.config)
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), back.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+
+
+def test_from_hf_state_dict_errors():
+    model = small_model()
+    sd = to_hf_state_dict(model)
+    with pytest.raises(ValueError, match="missing .*q_proj"):
+        from_hf_state_dict({k: v for k, v in sd.items() if "layers.1.self_attn.q_proj" not in k}, model.config)
+    with pytest.raises(ValueError, match="unexpected .*bias"):
+        from_hf_state_dict({**sd, "model.layers.0.self_attn.q_proj.bias": torch.zeros(32)}, model.config)
+    with pytest.raises(ValueError, match="shape"):
+        from_hf_state_dict(sd, LlamaConfig(**{**SMALL, "vocab_size": 98}))
+    with pytest.raises(ValueError, match="lm_head.weight differs"):
+        from_hf_state_dict({**sd, "lm_head.weight": torch.zeros(97, 32)}, model.config)
+    # old checkpoints also store the RoPE frequencies: ignored
+    from_hf_state_dict({**sd, "model.layers.0.self_attn.rotary_emb.inv_freq": torch.zeros(4)}, model.config)
+
+
+def test_config_mapping_round_trip_and_unsupported_options():
+    cfg = LlamaConfig(**{**SMALL, "n_kv_heads": 2, "rope_theta": 5e5, "norm_eps": 1e-6, "tie_embeddings": False})
+    d = config_to_hf_dict(cfg)
+    assert (d["hidden_size"], d["intermediate_size"], d["num_key_value_heads"]) == (32, cfg.hidden_dim, 2)
+    assert d["rope_parameters"]["rope_theta"] == 5e5 and d["tie_word_embeddings"] is False
+    back = config_from_hf_dict(json.loads(json.dumps(d)))
+    assert back == dataclasses.replace(cfg, multiple_of=back.multiple_of)
+    # transformers 4.x style: rope_theta at top level, rope_scaling null
+    old = {k: v for k, v in d.items() if k != "rope_parameters"} | {"rope_scaling": None}
+    assert config_from_hf_dict(old).rope_theta == 5e5
+    # Hugging Face defaults for missing keys: no tying, eps 1e-6, MHA
+    minimal = {k: d[k] for k in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                 "num_attention_heads"]}
+    m = config_from_hf_dict(minimal)
+    assert (m.tie_embeddings, m.norm_eps, m.n_kv_heads, m.max_seq_len) == (False, 1e-6, 4, 2048)
+    for change, match in [
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
+        ({"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}}, "rope_parameters"),
+        ({"attention_bias": True}, "attention_bias"),
+        ({"mlp_bias": True}, "mlp_bias"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"head_dim": 16}, "head_dim"),
+        ({"architectures": ["MistralForCausalLM"]}, "architecture"),
+        ({"model_type": "mistral"}, "model_type"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            config_from_hf_dict({**d, **change})
+    with pytest.raises(ValueError, match="missing"):
+        config_from_hf_dict({"hidden_size": 32})
+
+
+def test_load_hf_pretrained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        load_hf_pretrained(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_hf_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config_to_hf_dict(LlamaConfig(**SMALL))))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no model.safetensors .*pickles"):
+        load_hf_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text()) | {"rope_scaling": {"rope_type": "dynamic"}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="rope_scaling"):
+        load_hf_pretrained(tmp_path)
+
+
+def test_save_refuses_a_file_as_directory(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        save_hf_pretrained(small_model(), tmp_path / "f")
+
+
+# --- the same model as transformers' --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
