@@ -7,9 +7,10 @@ import types
 
 import pytest
 import torch
+from helpers import QUIET
 
 import llama_nb.loop as loop_module
-from llama_nb.batches import prepare_data
+from llama_nb.batches import get_batch, prepare_data
 from llama_nb.checkpoint import CheckpointError
 from llama_nb.gpu import GPURuntime, preset_configs
 from llama_nb.loop import TrainConfig, train
@@ -17,12 +18,12 @@ from llama_nb.model import Llama, LlamaConfig
 from llama_nb.optim import MuonAdamW, build_optimizer, configure_optimizer, decay_groups, lr_at, muon_groups, train_step
 from llama_nb.train import build_train_parser, resolve_configs
 
-QUIET = dict(progress=False, log=lambda message: None)
 LR, MIN_LR, WARMUP = 1e-3, 1e-4, 2
 
 
 @pytest.fixture(scope="module")
 def data(corpus_text):
+    "A 30,000-character slice: the Muon tests' thresholds were set on it (a 512-token tokenizer, 0.05 s to train)."
     return prepare_data(corpus_text[:30_000], 512)
 
 
@@ -113,8 +114,6 @@ def test_muon_adamw_sets_every_learning_rate_and_steps_both(data):
     opt = build_optimizer(model, "muon", lr=1e-2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     gen = torch.Generator().manual_seed(0)
-    from llama_nb.batches import get_batch
-
     train_step(model, opt, lambda: get_batch(data.train_ids, 4, 16, gen), lr=3e-3)
     assert {g["lr"] for g in opt.param_groups} == {3e-3} and len(opt.param_groups) >= 2
     assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())  # both optimizers stepped
@@ -156,8 +155,6 @@ def test_muon_with_float16_loss_scaling_on_the_cpu(data):
     runtime = GPURuntime(torch.device("cpu"), amp_dtype=torch.float16)
     opt = runtime.optimizer(model, run_config(optimizer="muon"))
     gen = torch.Generator().manual_seed(0)
-    from llama_nb.batches import get_batch
-
     losses = [train_step(model, opt, lambda: get_batch(data.train_ids, 4, 16, gen), lr=1e-2, amp_dtype=torch.float16,
                          scaler=runtime.scaler)[0] for _ in range(5)]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
