@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from machine import CpuMeter, add_cpu_benchmark_args, figure, parse_cpu_benchmark_args
 
-from llama_nb.hf import config_to_hf_dict, to_hf_state_dict
+from llama_nb.hf import transformers_twin
 from llama_nb.model import Llama, LlamaConfig
 
 TRAIN = dict(vocab_size=2048, dim=128, n_layers=4, n_heads=4, max_seq_len=64)
@@ -35,9 +35,7 @@ def hf_twin(model: Llama):
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig.from_dict(config_to_hf_dict(model.config)))
-    hf.load_state_dict(to_hf_state_dict(model))
-    return hf
+    return transformers_twin(model)  # callers choose .train() or .eval()
 
 
 def make_optimizer(model):

@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['hf_key', 'llama_nb_key', 'to_hf_state_dict', 'from_hf_state_dict', 'config_to_hf_dict', 'config_from_hf_dict',
-           'save_hf_pretrained', 'load_hf_pretrained', 'randomise']
+           'save_hf_pretrained', 'load_hf_pretrained', 'randomise', 'transformers_twin']
 
 # %% ../notebooks/05b_transformers.ipynb #6301799b
 # Hugging Face interop (Chapter 5.2): weight names, configs and directories that `transformers` reads and writes.
@@ -248,3 +248,12 @@ def randomise(model, seed=0):
             p.copy_(1 + 0.2 * noise if p.dim() == 1 else 0.1 * noise)
     return model
 
+
+# %% ../notebooks/05b_transformers.ipynb #b7e1d2a0
+def transformers_twin(model: Llama):
+    "transformers' LlamaForCausalLM holding the weights of `model`, in eval mode: the reference we compare against."
+    import transformers  # imported here: llama_nb itself needs transformers only for this comparison
+
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig.from_dict(config_to_hf_dict(model.config)))
+    hf.load_state_dict(to_hf_state_dict(model))
+    return hf.eval()

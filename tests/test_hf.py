@@ -20,6 +20,7 @@ from llama_nb.hf import (
     load_hf_pretrained,
     save_hf_pretrained,
     to_hf_state_dict,
+    transformers_twin,
 )
 from llama_nb.model import Llama, LlamaConfig
 from llama_nb.rope import permute_hf_to_meta
@@ -165,8 +166,7 @@ def test_save_refuses_a_file_as_directory(tmp_path):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_same_logits_as_transformers(name):
     ours = our_model(name)
-    hf = hf_model_for(ours.config)
-    hf.load_state_dict(to_hf_state_dict(ours))  # strict: every tensor has a counterpart
+    hf = transformers_twin(ours)  # load_state_dict is strict: every tensor has a counterpart
     assert hf.config.tie_word_embeddings == ours.config.tie_embeddings
     assert sum(p.numel() for p in hf.parameters()) == ours.num_parameters()
     x = ids_for(ours.config)
@@ -214,8 +214,7 @@ def test_hf_save_pretrained_loads_into_llama_nb(tmp_path, name):
 
 def test_kv_cache_matches_transformers_cache():
     ours = our_model("gqa-untied")
-    hf = hf_model_for(ours.config)
-    hf.load_state_dict(to_hf_state_dict(ours))
+    hf = transformers_twin(ours)
     x = ids_for(ours.config, B=1, T=12)
     with torch.no_grad():
         cache = ours.new_cache(1)
@@ -228,8 +227,7 @@ def test_kv_cache_matches_transformers_cache():
 def test_kv_cache_holds_the_keys_and_values_of_transformers(name):
     "Layer by layer, our cache holds what transformers' cache holds: keys rotated to their absolute positions."
     ours = our_model(name)
-    hf = hf_model_for(ours.config)
-    hf.load_state_dict(to_hf_state_dict(ours))
+    hf = transformers_twin(ours)
     x = ids_for(ours.config, B=2, T=12)
     with torch.no_grad():
         cache = ours.new_cache(2)
@@ -248,8 +246,7 @@ def test_kv_cache_holds_the_keys_and_values_of_transformers(name):
 def test_comparison_detects_a_shared_norm():
     "The seed's bug (one norm for attention and feed-forward) is caught when the norm gains differ."
     ours = our_model("mha-tied")
-    hf = hf_model_for(ours.config)
-    hf.load_state_dict(to_hf_state_dict(ours))
+    hf = transformers_twin(ours)
     for layer in ours.layers:
         layer.ffn_norm = layer.attention_norm
     assert max_diff(ours, hf, ids_for(ours.config)) > 1e-2
@@ -258,8 +255,7 @@ def test_comparison_detects_a_shared_norm():
 def test_comparison_detects_meta_rope_layout():
     "q/k weights left in Meta's interleaved layout give different logits: they must be permuted."
     ours = our_model("gqa-untied")
-    hf = hf_model_for(ours.config)
-    hf.load_state_dict(to_hf_state_dict(ours))
+    hf = transformers_twin(ours)
     with torch.no_grad():
         for layer in ours.layers:
             a = layer.attention
