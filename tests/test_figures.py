@@ -2,6 +2,7 @@
 what the figures show is what the code does."""
 
 import base64
+import html
 import io
 import json
 import re
@@ -13,8 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES_DIR = ROOT / "notebooks" / "figures"
-sys.path.insert(0, str(FIGURES_DIR))
-import make_figures as mf  # noqa: E402
+sys.path.insert(0, str(FIGURES_DIR))  # the script's modules: make_figures.py and its neighbours
+import catalog  # noqa: E402
+import facts  # noqa: E402
+import make_figures  # noqa: E402, F401  (the entry point imports)
+import notebook_cells as cells  # noqa: E402
+import rendering  # noqa: E402
+import style  # noqa: E402
 
 REGENERATE = "run `python notebooks/figures/make_figures.py` and commit what it writes"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -23,13 +29,16 @@ INTRO = ROOT / "book" / "intro.md"
 
 @pytest.fixture(scope="module")
 def rendered() -> dict:
-    return {fig.name: mf.render(fig) for fig in mf.FIGURES}
+    return {fig.name: rendering.render(fig) for fig in catalog.FIGURES}
 
 
 def figure_cells() -> list[tuple[str, re.Match]]:
     "(notebook name, marker match) for every figure cell of every notebook."
-    return [(path.name, m) for path in NOTEBOOKS
-            for _, m in mf.figure_cells(json.loads(path.read_text(encoding="utf-8")))]
+    return [
+        (path.name, m)
+        for path in NOTEBOOKS
+        for _, m in cells.figure_cells(json.loads(path.read_text(encoding="utf-8")))
+    ]
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -40,8 +49,11 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def test_svgs_are_current(rendered):
     "Every committed SVG is byte for byte what the script draws now (so it is also reproducible)."
-    stale = [name for name, r in rendered.items()
-             if not (FIGURES_DIR / f"{name}.svg").is_file() or (FIGURES_DIR / f"{name}.svg").read_bytes() != r.svg]
+    stale = [
+        name
+        for name, r in rendered.items()
+        if not (FIGURES_DIR / f"{name}.svg").is_file() or (FIGURES_DIR / f"{name}.svg").read_bytes() != r.svg
+    ]
     assert not stale, f"stale or missing SVGs: {stale}; {REGENERATE}"
     extra = sorted({p.stem for p in FIGURES_DIR.glob("*.svg")} - set(rendered))
     assert not extra, f"SVGs that make_figures.py no longer draws: {extra}; delete them"
@@ -65,8 +77,8 @@ def test_notebook_figures_are_current(rendered):
         assert m["stamp"] == r.stamp, f"{notebook}: the {name} figure is stale; {REGENERATE}"
         tag = m["img"]
         alt = re.search(r'alt="([^"]*)"', tag)[1]
-        assert alt == mf.html.escape(mf.BY_NAME[name].alt_text(), quote=True), f"{notebook}: {name} alt text"
-        assert f'width="{mf.css_width(r.svg)}"' in tag, f"{notebook}: {name} width"
+        assert alt == html.escape(catalog.BY_NAME[name].alt_text(), quote=True), f"{notebook}: {name} alt text"
+        assert f'width="{rendering.css_width(r.svg)}"' in tag, f"{notebook}: {name} width"
         embedded = decode_png(base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', tag)[1]))
         fresh = decode_png(r.png)
         assert embedded.shape == fresh.shape, f"{notebook}: {name} has the wrong size {embedded.shape}"
@@ -78,8 +90,16 @@ def test_references_resolve():
     "Every figure a page or a notebook points at exists; the intro shows the whole model."
     pattern = re.compile(r"figures/([A-Za-z0-9_\-]+)\.svg")
     sources = {INTRO.name: INTRO.read_text(encoding="utf-8")}
-    sources.update({p.name: "".join("".join(c["source"]) for c in json.loads(p.read_text(encoding="utf-8"))["cells"]
-                                    if c["cell_type"] == "markdown") for p in NOTEBOOKS})
+    sources.update(
+        {
+            p.name: "".join(
+                "".join(c["source"])
+                for c in json.loads(p.read_text(encoding="utf-8"))["cells"]
+                if c["cell_type"] == "markdown"
+            )
+            for p in NOTEBOOKS
+        }
+    )
     for where, text in sources.items():
         for name in pattern.findall(text):
             assert (FIGURES_DIR / f"{name}.svg").is_file(), f"{where} shows figures/{name}.svg, which does not exist"
@@ -91,27 +111,27 @@ def test_references_resolve():
 def test_every_figure_is_shown():
     "No figure is drawn for nobody: each appears in a notebook or in the intro."
     shown = {m["name"] for _, m in figure_cells()} | set(re.findall(r"figures/(\w+)\.svg", INTRO.read_text()))
-    missing = sorted({fig.name for fig in mf.FIGURES} - shown)
+    missing = sorted({fig.name for fig in catalog.FIGURES} - shown)
     assert not missing, f"figures that no notebook or page shows: {missing}"
 
 
 def test_refresh_rewrites_only_stale_cells(rendered):
     "A stale figure cell is rewritten to the current one; everything else in the notebook stays as it was."
-    path = next(p for p in NOTEBOOKS if any(True for _ in mf.figure_cells(json.loads(p.read_text()))))
+    path = next(p for p in NOTEBOOKS if any(True for _ in cells.figure_cells(json.loads(p.read_text()))))
     original = json.loads(path.read_text(encoding="utf-8"))
-    assert mf.dump_notebook(original) == path.read_text(encoding="utf-8"), "the notebook's format is not kept"
-    assert not mf.refresh_notebook(json.loads(json.dumps(original)), rendered)
+    assert cells.dump_notebook(original) == path.read_text(encoding="utf-8"), "the notebook's format is not kept"
+    assert not cells.refresh_notebook(json.loads(json.dumps(original)), rendered)
     stale = json.loads(json.dumps(original))
-    cell, m = mf.figure_cells(stale)[0]
+    cell, m = cells.figure_cells(stale)[0]
     text = "".join(cell["source"]).replace(m["stamp"], "0" * 16).replace("base64,", "base64,AAAA")
     cell["source"] = text.splitlines(keepends=True)
-    assert mf.refresh_notebook(stale, rendered)
+    assert cells.refresh_notebook(stale, rendered)
     assert stale == original
 
 
 def test_figures_show_the_code():
     "What the figures draw is measured from llama_nb, not typed: check the facts against the code's behaviour."
-    f = mf.facts()
+    f = facts.facts()
     assert f["idx"] == "(B, T)"
     assert f["model"]["tok_embeddings"] == f["model"]["layers.0"] == "(B, T, dim)"
     assert f["model"]["layers.0.feed_forward.w1"] == "(B, T, hidden_dim)"
@@ -128,26 +148,26 @@ def test_figures_show_the_code():
 
 def test_a_renamed_name_stops_the_script(monkeypatch):
     "A name the figures print that the code does not have is an error, not a silently outdated figure."
-    monkeypatch.setattr(mf, "DRAWN_NAMES", [*mf.DRAWN_NAMES, "KVCache.append"])
+    monkeypatch.setattr(facts, "DRAWN_NAMES", [*facts.DRAWN_NAMES, "KVCache.append"])
     with pytest.raises(RuntimeError, match="KVCache.append"):
-        mf._check_names()
+        facts._check_names()
     with pytest.raises(RuntimeError, match="none of"):
-        mf._symbolic((2, 999), mf.SIZES)
+        facts._symbolic((2, 999), facts.SIZES)
 
 
 def test_layout_check_finds_bad_text():
     "The layout check catches text that overlaps, runs off the figure, or is too small to read on a phone."
     import matplotlib.pyplot as plt
 
-    with plt.rc_context(mf.RC):
-        c = mf.Canvas(1.0)
+    with plt.rc_context(style.RC):
+        c = style.Canvas(1.0)
         try:
             c.text(1.0, 0.5, "one label")
-            assert mf.layout_problems(c) == []
+            assert rendering.layout_problems(c) == []
             c.text(1.05, 0.5, "another label")
-            c.text(mf.WIDTH - 0.1, 0.5, "off the edge", ha="left")
+            c.text(style.WIDTH - 0.1, 0.5, "off the edge", ha="left")
             c.text(3.0, 0.8, "tiny", size=6)
-            problems = " | ".join(mf.layout_problems(c))
+            problems = " | ".join(rendering.layout_problems(c))
         finally:
             plt.close(c.fig)
     assert "overlap" in problems and "runs off" in problems and "smaller than" in problems
