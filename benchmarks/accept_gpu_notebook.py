@@ -60,7 +60,7 @@ def cuda_device(line: str) -> str | None:
     at = next((i for i, f in enumerate(fields) if re.fullmatch(r"CUDA \d+(\.\d+)*", f)), None)
     if at is None or at + 1 >= len(fields):
         return None
-    name = " ".join(fields[at + 1:]).strip()
+    name = " ".join(fields[at + 1 :]).strip()
     if not name or re.search(r"\bno\b|\bcpu\b|\bnone\b|\bmps\b", name, flags=re.IGNORECASE):
         return None
     return name
@@ -70,24 +70,34 @@ def check_notebook(nb: dict) -> str:
     "The GPU the run names, or Refused with the reason."
     line = mode_line(nb)
     if line is None:
-        raise Refused(f"no line starting 'mode: ' in the outputs of the first {MODE_CELLS} code cells: not Chapter 7 "
-                      "as executed by benchmarks/run_notebook.py, or its first cells did not run")
+        raise Refused(
+            f"no line starting 'mode: ' in the outputs of the first {MODE_CELLS} code cells: not Chapter 7 "
+            "as executed by benchmarks/run_notebook.py, or its first cells did not run"
+        )
     if not line.startswith(FULL):
         raise Refused(f"not a full GPU run: the notebook says {line!r}")
     if (device := cuda_device(line)) is None:
-        raise Refused(f"the mode line names no CUDA device (expected '{FULL} | torch ... | CUDA <version> | <GPU>'): "
-                      f"{line!r}")
+        raise Refused(
+            f"the mode line names no CUDA device (expected '{FULL} | torch ... | CUDA <version> | <GPU>'): {line!r}"
+        )
     for index, cell in enumerate(nb.get("cells", [])):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
-                raise Refused(f"cell {index} has an error output: {output.get('ename')}: "
-                              f"{str(output.get('evalue'))[:300]}")
-    skipped = [i for i, c in _code_cells(nb) if _text(c.get("source")).strip()
-               and "skip-execution" not in c.get("metadata", {}).get("tags", [])
-               and not isinstance(c.get("execution_count"), int)]
+                raise Refused(
+                    f"cell {index} has an error output: {output.get('ename')}: {str(output.get('evalue'))[:300]}"
+                )
+    skipped = [
+        i
+        for i, c in _code_cells(nb)
+        if _text(c.get("source")).strip()
+        and "skip-execution" not in c.get("metadata", {}).get("tags", [])
+        and not isinstance(c.get("execution_count"), int)
+    ]
     if skipped:
-        raise Refused(f"{len(skipped)} code cell(s) were not executed (no execution count), the first: cell "
-                      f"{skipped[0]}; the run stopped early")
+        raise Refused(
+            f"{len(skipped)} code cell(s) were not executed (no execution count), the first: cell "
+            f"{skipped[0]}; the run stopped early"
+        )
     return device
 
 
@@ -101,8 +111,10 @@ def check_sources(nb: dict, target_nb: dict) -> None:
         where = f"{len(ours)} cells in the run, {len(theirs)} in the target"
     else:
         where = f"cell {next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)} differs"
-    raise Refused(f"the chapter changed since this run ({where}): copying the run over it would undo that change. "
-                  "Run the session again on the current chapter, or pass --allow-source-changes")
+    raise Refused(
+        f"the chapter changed since this run ({where}): copying the run over it would undo that change. "
+        "Run the session again on the current chapter, or pass --allow-source-changes"
+    )
 
 
 def check_ladder(ladder: object) -> int:
@@ -141,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("notebook", type=Path, help="the executed notebook (OUT/07_gpu_training.ipynb)")
     p.add_argument("--ladder", type=Path, help="the ladder's results (OUT/ch7_ladder.json): must be complete")
     p.add_argument("--target", type=Path, default=TARGET, help=f"the notebook to replace (default {TARGET})")
-    p.add_argument("--allow-source-changes", action="store_true",
-                   help="copy even when the target's cells differ from the run's")
+    p.add_argument(
+        "--allow-source-changes", action="store_true", help="copy even when the target's cells differ from the run's"
+    )
     args = p.parse_args(argv)
     try:
         try:
@@ -165,16 +178,21 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 current = json.loads(args.target.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise Refused(f"cannot read the target to compare its cells ({e}): pass --allow-source-changes "
-                              "to replace it anyway") from e
+                raise Refused(
+                    f"cannot read the target to compare its cells ({e}): pass --allow-source-changes "
+                    "to replace it anyway"
+                ) from e
             check_sources(nb, current)
     except Refused as e:
         print(f"accept_gpu_notebook: REFUSED, {args.target} left as it is: {e}", file=sys.stderr)
         return 1
     replace_atomically(args.notebook, args.target)
-    print(f"accepted: a full GPU run on {device}" + (f", ladder complete with {rows} row(s)" if rows else "")
-          + f"; copied {args.notebook} over {args.target}. Next: read every output, bring the prose in line, "
-          "make export, make test, commit.")
+    print(
+        f"accepted: a full GPU run on {device}"
+        + (f", ladder complete with {rows} row(s)" if rows else "")
+        + f"; copied {args.notebook} over {args.target}. Next: read every output, bring the prose in line, "
+        "make export, make test, commit."
+    )
     return 0
 
 

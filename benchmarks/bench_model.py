@@ -4,23 +4,25 @@
    batch 12, vocabulary 2048: median tokens/s over >= 30 steps after warm-up, both models stepped alternately so
    that load from other processes hits both alike.
 2. Greedy generation of 256 tokens: llama_nb without a cache (rerun the whole sequence per token), llama_nb with
-   its KV cache, and transformers' `generate` with its cache. All three must produce the same tokens.
+   its KV cache, and transformers' `generate` with its cache, timed with torch.utils.benchmark.Timer in rounds
+   that run the three in turn (each once untimed, then once timed): median tokens/s of the rounds. All three must
+   produce the same tokens.
 
 Run: `.venv/bin/python benchmarks/bench_model.py` (about a minute on 2 cores) or `--quick` (a few seconds).
 `--threads` (default 2) sets torch's thread count; each timed section records its CPU share, and a ratio measured
-while other programs took CPU time is refused (see machine.py). `--json` adds one machine-readable line.
+while other programs took CPU time is refused (see machine.py). `--json PATH` also writes the results to PATH, one
+JSON object.
 transformers is a dev dependency, needed only here and in tests.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from machine import CpuMeter, add_cpu_benchmark_args, figure, parse_cpu_benchmark_args
+from machine import CpuMeter, add_cpu_benchmark_args, alternating_medians, figure, parse_cpu_benchmark_args, write_json
 
 from llama_nb.hf import transformers_twin
 from llama_nb.model import Llama, LlamaConfig
@@ -69,19 +71,25 @@ def bench_train(steps: int, warmup: int, meter: CpuMeter) -> dict:
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, TRAIN["vocab_size"], (steps + warmup, BATCH, TRAIN["max_seq_len"] + 1), generator=g)
     times, losses = {"llama_nb": [], "transformers": []}, {}
+    # Not torch.utils.benchmark.Timer: each step changes the weights and takes the next batch, and the first losses
+    # are compared; Timer's untimed warm-up calls would be extra steps. So the loop, alternating, is timed by hand.
     with meter:
         for i, batch in enumerate(data):
             x, y = batch[:, :-1], batch[:, 1:]
-            for name, step, model, opt in (("llama_nb", train_step_ours, ours, opt_ours),
-                                           ("transformers", train_step_hf, hf, opt_hf)):
+            for name, step, model, opt in (
+                ("llama_nb", train_step_ours, ours, opt_ours),
+                ("transformers", train_step_hf, hf, opt_hf),
+            ):
                 t0 = time.perf_counter()
                 losses[name] = step(model, opt, x, y).item()
                 dt = time.perf_counter() - t0
                 if i >= warmup:
                     times[name].append(dt)
             if i == 0 and abs(losses["llama_nb"] - losses["transformers"]) > 1e-4:
-                raise SystemExit(f"error: same weights and batch, but the first losses differ: {losses}. The "
-                                 "models are not the same, so their speeds cannot be compared.")
+                raise SystemExit(
+                    f"error: same weights and batch, but the first losses differ: {losses}. The "
+                    "models are not the same, so their speeds cannot be compared."
+                )
     tokens = BATCH * TRAIN["max_seq_len"]
     return {name: tokens / statistics.median(t) for name, t in times.items()}
 
@@ -111,8 +119,15 @@ def greedy_uncached(model, prompt, n_new):
 
 @torch.inference_mode()
 def greedy_hf(hf, prompt, n_new):
-    return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n_new, min_new_tokens=n_new,
-                       do_sample=False, use_cache=True, pad_token_id=0)
+    return hf.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=n_new,
+        min_new_tokens=n_new,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=0,
+    )
 
 
 def bench_generate(n_new: int, prompt_len: int, repeats: int, meter: CpuMeter) -> tuple[dict, bool]:
@@ -122,21 +137,16 @@ def bench_generate(n_new: int, prompt_len: int, repeats: int, meter: CpuMeter) -
     ours = Llama(cfg).eval()
     hf = hf_twin(ours).eval()
     prompt = torch.randint(0, cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(1))
-    runs = {"llama_nb, no cache": lambda: greedy_uncached(ours, prompt, n_new),
-            "llama_nb, KV cache": lambda: greedy_cached(ours, prompt, n_new),
-            "transformers generate": lambda: greedy_hf(hf, prompt, n_new)}
-    times, outputs = {name: [] for name in runs}, {}
-    for fn in runs.values():
-        fn()  # warm-up
-    with meter:
-        for _ in range(repeats):
-            for name, fn in runs.items():
-                t0 = time.perf_counter()
-                outputs[name] = fn()
-                times[name].append(time.perf_counter() - t0)
+    runs = {
+        "llama_nb, no cache": lambda: greedy_uncached(ours, prompt, n_new),
+        "llama_nb, KV cache": lambda: greedy_cached(ours, prompt, n_new),
+        "transformers generate": lambda: greedy_hf(hf, prompt, n_new),
+    }
+    with meter:  # each round: each method once untimed (warm-up), then once timed, in turn
+        seconds, outputs = alternating_medians(runs, repeats)
     ref = outputs["llama_nb, KV cache"]
     same = all(torch.equal(o, ref) for o in outputs.values())
-    return {name: n_new / statistics.median(t) for name, t in times.items()}, same
+    return {name: n_new / s for name, s in seconds.items()}, same
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,15 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     gen, same = bench_generate(n_new, 16, repeats, gen_meter)
 
     cfg = ", ".join(f"{k}={v}" for k, v in TRAIN.items())
-    print(f"\nTraining step (fp32, forward + loss + backward + AdamW), {cfg}, batch={BATCH}, "
-          f"median of {steps} steps after {warmup} warm-up | CPU share {train_meter.cpu_share:.2f} of {threads}")
+    print(
+        f"\nTraining step (fp32, forward + loss + backward + AdamW), {cfg}, batch={BATCH}, "
+        f"median of {steps} steps after {warmup} warm-up | CPU share {train_meter.cpu_share:.2f} of {threads}"
+    )
     print(f"  {'model':24s} {'tokens/s':>10s}")
     for name, tps in train.items():
         print(f"  {name:24s} {tps:10,.0f}")
     print(f"  llama_nb / transformers: {train['llama_nb'] / train['transformers']:.2f}x")
 
-    print(f"\nGreedy generation of {n_new} tokens after a 16-token prompt, batch 1, median of {repeats} | CPU share "
-          f"{gen_meter.cpu_share:.2f} of {threads}")
+    print(
+        f"\nGreedy generation of {n_new} tokens after a 16-token prompt, batch 1, median of {repeats} | CPU share "
+        f"{gen_meter.cpu_share:.2f} of {threads}"
+    )
     print(f"  {'method':24s} {'tokens/s':>10s}")
     for name, tps in gen.items():
         print(f"  {name:24s} {tps:10,.0f}")
@@ -175,27 +189,62 @@ def main(argv: list[str] | None = None) -> int:
 
     short = " (QUICK)" if args.quick else ""
     figures = [
-        figure(f"training step tokens/s, llama_nb / transformers{short}",
-               round(train["llama_nb"] / train["transformers"], 3), "x", [train_meter],
-               ours=round(train["llama_nb"]), reference=round(train["transformers"]),
-               measure="tokens/s", ours_label="llama_nb Llama",
-               reference_label="transformers LlamaForCausalLM, same weights"),
-        figure(f"greedy decoding of {n_new} tokens, KV cache / no cache{short}", round(cached / uncached, 3), "x",
-               [gen_meter], measure="tokens/s", ours=round(cached), reference=round(uncached),
-               ours_label="llama_nb, KV cache",
-               reference_label="llama_nb, whole sequence re-run per token"),
-        figure(f"greedy decoding of {n_new} tokens, llama_nb / transformers generate{short}", round(cached / hf, 3),
-               "x", [gen_meter], measure="tokens/s", ours=round(cached), reference=round(hf),
-               ours_label="llama_nb, KV cache",
-               reference_label="transformers generate, its cache"),
+        figure(
+            f"training step tokens/s, llama_nb / transformers{short}",
+            round(train["llama_nb"] / train["transformers"], 3),
+            "x",
+            [train_meter],
+            ours=round(train["llama_nb"]),
+            reference=round(train["transformers"]),
+            measure="tokens/s",
+            ours_label="llama_nb Llama",
+            reference_label="transformers LlamaForCausalLM, same weights",
+        ),
+        figure(
+            f"greedy decoding of {n_new} tokens, KV cache / no cache{short}",
+            round(cached / uncached, 3),
+            "x",
+            [gen_meter],
+            measure="tokens/s",
+            ours=round(cached),
+            reference=round(uncached),
+            ours_label="llama_nb, KV cache",
+            reference_label="llama_nb, whole sequence re-run per token",
+        ),
+        figure(
+            f"greedy decoding of {n_new} tokens, llama_nb / transformers generate{short}",
+            round(cached / hf, 3),
+            "x",
+            [gen_meter],
+            measure="tokens/s",
+            ours=round(cached),
+            reference=round(hf),
+            ours_label="llama_nb, KV cache",
+            reference_label="transformers generate, its cache",
+        ),
     ]
     for fig in figures:
         if fig["refused"]:
             print(f"REFUSED {fig['name']}: {fig['refused']}")
     if args.json:
-        print(json.dumps({"benchmark": "model", "figures": figures, "settings": {
-            **TRAIN, "batch": BATCH, "train_steps": steps, "warmup_steps": warmup, "new_tokens": n_new,
-            "prompt_tokens": 16, "repeats": repeats, "threads": threads}}))
+        write_json(
+            args.json,
+            {
+                "benchmark": "model",
+                "figures": figures,
+                "settings": {
+                    **TRAIN,
+                    "batch": BATCH,
+                    "train_steps": steps,
+                    "warmup_steps": warmup,
+                    "new_tokens": n_new,
+                    "prompt_tokens": 16,
+                    "repeats": repeats,
+                    "threads": threads,
+                },
+            },
+        )
+        print(f"results written to {args.json}")
     return 0
 
 

@@ -1,28 +1,27 @@
 """Benchmark greedy KV-cache decoding of SmolLM2-135M-Instruct: llama_nb against transformers' `generate`.
 
-Both models hold the same weights, dequantized from the same GGUF file (llama_nb.gguf.load_gguf and
+Both models hold the same weights, dequantized from the same GGUF file (llama_nb.gguf_model.load_gguf and
 transformers' own GGUF loader); before timing, the script checks that they give the same logits and the same
 greedy tokens. Then it decodes `--new-tokens` tokens after the prompt, batch 1, with each implementation's KV cache,
-alternating the two `--repeats` times so that load from other processes hits both alike, and reports the median
-tokens/s of each and their ratio (llama_nb ÷ transformers; > 1 means llama_nb is faster). Prefill is included, as
-in a user's call to `generate`. The figures are measured in float32 and, with both models' weights cast to bfloat16,
-in bf16 (`--dtype`). A figure measured while other programs took CPU time is refused (see machine.py).
+timed with torch.utils.benchmark.Timer in `--repeats` rounds that alternate the two (each once untimed, then once
+timed) so that load from other processes hits both alike, and reports the median tokens/s of each and their ratio
+(llama_nb ÷ transformers; > 1 means llama_nb is faster). Prefill is included, as in a user's call to `generate`.
+The figures are measured in float32 and, with both models' weights cast to bfloat16, in bf16 (`--dtype`). A figure
+measured while other programs took CPU time is refused (see machine.py).
 
 Run: `.venv/bin/python benchmarks/bench_smollm2.py` (about a minute on 2 cores), `--quick` (a few seconds of
-decoding), `--json` (one JSON line of results at the end, for `make bench`).
+decoding), `--json PATH` (also write the results to PATH, one JSON object, for `make bench`).
 """
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from unittest import mock
 
 import torch
-from machine import CpuMeter, add_cpu_benchmark_args, figure, parse_cpu_benchmark_args
+from machine import CpuMeter, add_cpu_benchmark_args, alternating_medians, figure, parse_cpu_benchmark_args, write_json
 
-from llama_nb.gguf import load_pretrained_gguf, smollm2_gguf_path
+from llama_nb.chat import load_pretrained_gguf
+from llama_nb.gguf_format import smollm2_gguf_path
 from llama_nb.sampling import generate
 
 
@@ -46,22 +45,18 @@ def decode_ours(model, ids, n):
 @torch.no_grad()
 def decode_hf(hf, ids, n):
     out = hf.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False)
-    return out[0, len(ids):].tolist()
+    return out[0, len(ids) :].tolist()
 
 
 def bench(ours, hf, ids, n, repeats, meter):
-    "Median tokens/s of each, alternating; the tokens must agree."
-    decode_ours(ours, ids, 4), decode_hf(hf, ids, 4)  # warm-up: first calls allocate and pick kernels
-    times, outputs = {"llama_nb": [], "transformers": []}, {}
+    "Median tokens/s of each, in alternating rounds (each once untimed, then once timed); the tokens must agree."
+    calls = {"llama_nb": lambda: decode_ours(ours, ids, n), "transformers": lambda: decode_hf(hf, ids, n)}
     with meter:
-        for _ in range(repeats):
-            for name, fn, model in (("llama_nb", decode_ours, ours), ("transformers", decode_hf, hf)):
-                t0 = time.perf_counter()
-                outputs[name] = fn(model, ids, n)
-                times[name].append(time.perf_counter() - t0)
-                assert len(outputs[name]) == n, (name, len(outputs[name]))
+        seconds, outputs = alternating_medians(calls, repeats)
+    for name, out in outputs.items():
+        assert len(out) == n, (name, len(out))
     same = outputs["llama_nb"] == outputs["transformers"]
-    return {name: n / statistics.median(t) for name, t in times.items()}, outputs["llama_nb"], same
+    return {name: n / s for name, s in seconds.items()}, outputs["llama_nb"], same
 
 
 def main(argv=None):
@@ -85,35 +80,64 @@ def main(argv=None):
     if diff >= 1e-4:
         print(f"error: the two models disagree before timing: max |Δlogits| = {diff:.3g}", file=sys.stderr)
         return 1
-    print(f"SmolLM2-135M-Instruct ({path.name}), prompt {args.prompt!r} ({len(ids)} tokens), {args.new_tokens} new "
-          f"tokens, greedy, batch 1, {threads} threads, median of {args.repeats}; max |Δlogits| fp32 {diff:.1e}",
-          flush=True)
+    print(
+        f"SmolLM2-135M-Instruct ({path.name}), prompt {args.prompt!r} ({len(ids)} tokens), {args.new_tokens} new "
+        f"tokens, greedy, batch 1, {threads} threads, median of {args.repeats}; max |Δlogits| fp32 {diff:.1e}",
+        flush=True,
+    )
     short = " (QUICK)" if args.quick else ""
     figures = []
-    for dtype in (["float32", "bfloat16"] if args.dtype == "both" else [args.dtype]):
+    for dtype in ["float32", "bfloat16"] if args.dtype == "both" else [args.dtype]:
         meter = CpuMeter(threads)
         ours, theirs = p.model.to(getattr(torch, dtype)), hf.to(getattr(torch, dtype))
         speed, tokens, same = bench(ours, theirs, ids, args.new_tokens, args.repeats, meter)
         ratio = speed["llama_nb"] / speed["transformers"]
-        print(f"  {dtype:9s} llama_nb {speed['llama_nb']:6.1f} tok/s | transformers generate "
-              f"{speed['transformers']:6.1f} tok/s | ratio {ratio:.2f}x | same tokens: {same} | CPU share "
-              f"{meter.cpu_share:.2f} of {threads}", flush=True)
+        print(
+            f"  {dtype:9s} llama_nb {speed['llama_nb']:6.1f} tok/s | transformers generate "
+            f"{speed['transformers']:6.1f} tok/s | ratio {ratio:.2f}x | same tokens: {same} | CPU share "
+            f"{meter.cpu_share:.2f} of {threads}",
+            flush=True,
+        )
         print(f"  {'':9s} text: {p.tokenizer.decode(ids + tokens)!r}")
         if dtype == "float32" and not same:
             print("error: in float32 the two models must decode the same tokens", file=sys.stderr)
             return 1
-        figures.append(figure(
-            f"SmolLM2 greedy decoding of {args.new_tokens} tokens ({dtype}), llama_nb / transformers generate{short}",
-            round(ratio, 3), "x", [meter], measure="tokens/s", ours=round(speed["llama_nb"], 1),
-            reference=round(speed["transformers"], 1), ours_label=f"llama_nb KV cache, {dtype} weights",
-            reference_label=f"transformers generate, {dtype} weights", same_tokens=same))
+        name = f"SmolLM2 greedy decoding of {args.new_tokens} tokens ({dtype}), llama_nb / transformers generate"
+        figures.append(
+            figure(
+                name + short,
+                round(ratio, 3),
+                "x",
+                [meter],
+                measure="tokens/s",
+                ours=round(speed["llama_nb"], 1),
+                reference=round(speed["transformers"], 1),
+                ours_label=f"llama_nb KV cache, {dtype} weights",
+                reference_label=f"transformers generate, {dtype} weights",
+                same_tokens=same,
+            )
+        )
     for fig in figures:
         if fig["refused"]:
             print(f"REFUSED {fig['name']}: {fig['refused']}")
     if args.json:
-        print(json.dumps({"benchmark": "smollm2", "figures": figures, "settings": {
-            "model": path.name, "prompt": args.prompt, "prompt_tokens": len(ids), "new_tokens": args.new_tokens,
-            "repeats": args.repeats, "threads": threads, "max_abs_logit_diff_fp32": diff}}))
+        write_json(
+            args.json,
+            {
+                "benchmark": "smollm2",
+                "figures": figures,
+                "settings": {
+                    "model": path.name,
+                    "prompt": args.prompt,
+                    "prompt_tokens": len(ids),
+                    "new_tokens": args.new_tokens,
+                    "repeats": args.repeats,
+                    "threads": threads,
+                    "max_abs_logit_diff_fp32": diff,
+                },
+            },
+        )
+        print(f"results written to {args.json}")
     return 0
 
 

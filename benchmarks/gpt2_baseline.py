@@ -84,10 +84,17 @@ class CharGPT2(nn.Module):
 
         transformers.logging.set_verbosity_error()
         config = transformers.GPT2Config(
-            vocab_size=vocab_size, n_positions=recipe.block_size, n_embd=recipe.n_embd, n_layer=recipe.n_layer,
-            n_head=recipe.n_head, resid_pdrop=recipe.dropout, embd_pdrop=recipe.dropout, attn_pdrop=recipe.dropout,
+            vocab_size=vocab_size,
+            n_positions=recipe.block_size,
+            n_embd=recipe.n_embd,
+            n_layer=recipe.n_layer,
+            n_head=recipe.n_head,
+            resid_pdrop=recipe.dropout,
+            embd_pdrop=recipe.dropout,
+            attn_pdrop=recipe.dropout,
             activation_function="gelu",  # nanoGPT's nn.GELU (exact), not GPT-2's tanh approximation
-            tie_word_embeddings=True)  # as nanoGPT: the output matrix is the token embedding
+            tie_word_embeddings=True,
+        )  # as nanoGPT: the output matrix is the token embedding
         self.gpt = transformers.GPT2LMHeadModel(config)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
@@ -102,8 +109,10 @@ def nanogpt_optimizer(model: nn.Module, recipe: BaselineRecipe = NANOGPT_CPU) ->
     """nanoGPT's `configure_optimizers`: weight decay on every parameter with >= 2 dimensions (matrices and both
     embeddings), none on the rest (biases, LayerNorm gains). A tied tensor is listed once."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2))
 
 
@@ -117,9 +126,13 @@ class BaselineResult:
     last_loss: float
 
 
-def train_baseline(data: CharData, recipe: BaselineRecipe = NANOGPT_CPU, max_iters: int | None = None,
-                   meter: AbstractContextManager | None = None,
-                   stop: Callable[[int], bool] | None = None) -> BaselineResult:
+def train_baseline(
+    data: CharData,
+    recipe: BaselineRecipe = NANOGPT_CPU,
+    max_iters: int | None = None,
+    meter: AbstractContextManager | None = None,
+    stop: Callable[[int], bool] | None = None,
+) -> BaselineResult:
     """Train `CharGPT2` with `recipe` for `max_iters` steps (default: the recipe's), timing the steps only (inside
     `meter`, e.g. a `CpuMeter`, if given), then score it with one full pass over the validation characters.
     `stop(steps_done)`, if given, is asked after each step; True ends the training there (fewer steps)."""

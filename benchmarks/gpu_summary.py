@@ -59,8 +59,11 @@ def _sweep(bench: dict | None, key: str, fmt) -> str:
     rows = bench.get("sweep")
     if not isinstance(rows, list) or not rows:
         return " | sweep missing" if "sweep" not in bench or not isinstance(rows, list) else " | sweep none"
-    parts = [f"{row.get('batch_size', '?')}: " + ("failed" if "error" in row else _figure(row, None, key, fmt))
-             for row in rows if isinstance(row, dict)]
+    parts = [
+        f"{row.get('batch_size', '?')}: " + ("failed" if "error" in row else _figure(row, None, key, fmt))
+        for row in rows
+        if isinstance(row, dict)
+    ]
     return " | sweep by batch " + ", ".join(parts)
 
 
@@ -78,13 +81,16 @@ def summary_lines(out: Path) -> list[str]:
         return value
 
     def figure(title: str, key: str, fmt) -> str:
-        return (f"{title}: {nb} {_figure(run, run_why, key, fmt)} | {bg} {_figure(bench, bench_why, key, fmt)}"
-                + _sweep(bench, key, fmt))
+        return f"{title}: {nb} {_figure(run, run_why, key, fmt)} | {bg} {_figure(bench, bench_why, key, fmt)}" + _sweep(
+            bench, key, fmt
+        )
 
-    lines = [f"best val nats/char: {nb} {best(run, run_why)} | {bg} {best(bench, bench_why)}",
-             figure("ms/step", "ms_per_step", lambda v: f"{v:.2f}"),
-             figure("tokens/s", "tokens_per_s", lambda v: f"{v:,.0f}"),
-             figure("MFU", "mfu", lambda v: f"{v:.1%}")]
+    lines = [
+        f"best val nats/char: {nb} {best(run, run_why)} | {bg} {best(bench, bench_why)}",
+        figure("ms/step", "ms_per_step", lambda v: f"{v:.2f}"),
+        figure("tokens/s", "tokens_per_s", lambda v: f"{v:,.0f}"),
+        figure("MFU", "mfu", lambda v: f"{v:.1%}"),
+    ]
     if ladder is None:
         lines.append(f"ladder: {ladder_why}")
     else:
@@ -100,8 +106,9 @@ def summary_lines(out: Path) -> list[str]:
     return lines
 
 
-def limit_problems(out: Path, max_files: int = MAX_FILES, max_depth: int = MAX_DEPTH,
-                   max_bytes: int = MAX_BYTES) -> list[str]:
+def limit_problems(
+    out: Path, max_files: int = MAX_FILES, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES
+) -> list[str]:
     """What in `out` breaks the limits: more than `max_files` files, a file more than `max_depth` folders below
     `out`, a file of `max_bytes` or more, or anything that is not a plain file or folder (a link)."""
     problems, files = [], []
@@ -130,13 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     problems = limit_problems(args.out)
     files = sum(1 for f in args.out.rglob("*") if f.is_file())
     if problems:
-        print(f"== OUT breaks the limits ({MAX_FILES} files, {MAX_DEPTH} folders deep, under "
-              f"{MAX_BYTES // 2**20} MiB each): some of it may not come back")
+        print(
+            f"== OUT breaks the limits ({MAX_FILES} files, {MAX_DEPTH} folders deep, under "
+            f"{MAX_BYTES // 2**20} MiB each): some of it may not come back"
+        )
         for problem in problems:
             print(f"LIMIT: {problem}")
         return 1
-    print(f"== OUT within the limits: {files} file(s), at most {MAX_FILES}, none deeper than {MAX_DEPTH} folders or "
-          f"{MAX_BYTES // 2**20} MiB")
+    print(
+        f"== OUT within the limits: {files} file(s), at most {MAX_FILES}, none deeper than {MAX_DEPTH} folders or "
+        f"{MAX_BYTES // 2**20} MiB"
+    )
     return 0
 
 

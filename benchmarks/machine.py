@@ -14,15 +14,23 @@ between 0.56 and 1.45 of 2 in the sections measured here while other jobs ran on
 = 1.6 of 2 tolerates light background work (an editor, a terminal) and refuses a figure when other jobs took a
 substantial part of a core. The load average is recorded too, but it is no test: it lags by a minute and counts
 this benchmark's own threads.
+
+The scripts' shared parts live here too: their `--threads` and `--json PATH` options, the atomic writer of the
+results file, and `alternating_medians`, which times callables with torch.utils.benchmark.Timer in alternating
+rounds.
 """
 
 import argparse
+import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from llama_nb.core import write_atomic  # Chapter 0.1: written whole or not at all
 
 MIN_SHARE = 0.8  # a figure needs a CPU share >= MIN_SHARE * threads
 DEFAULT_THREADS = 2  # the book's reference: a 2-core laptop-class CPU
@@ -43,8 +51,9 @@ def load_average() -> list[float]:
         return []
 
 
-def busy_reason(cpu_share: float, threads: int, load: list[float] | None = None,
-                min_share: float = MIN_SHARE) -> str | None:
+def busy_reason(
+    cpu_share: float, threads: int, load: list[float] | None = None, min_share: float = MIN_SHARE
+) -> str | None:
     """None when `cpu_share` (CPU seconds per wall second over a timed section run on `threads` threads) shows that
     the process had its threads' cores to itself; otherwise why the figure is refused and how to rerun."""
     if threads < 1:
@@ -52,9 +61,11 @@ def busy_reason(cpu_share: float, threads: int, load: list[float] | None = None,
     if cpu_share >= min_share * threads:
         return None
     load_text = f"load average {', '.join(f'{x:.2f}' for x in load)}" if load else "load average unknown"
-    return (f"machine busy: this process got {cpu_share:.2f} CPU seconds per second on {threads} threads (a figure "
-            f"needs >= {min_share * threads:.2f}; {load_text}), so other programs took CPU time during the "
-            f"measurement: {RERUN}")
+    return (
+        f"machine busy: this process got {cpu_share:.2f} CPU seconds per second on {threads} threads (a figure "
+        f"needs >= {min_share * threads:.2f}; {load_text}), so other programs took CPU time during the "
+        f"measurement: {RERUN}"
+    )
 
 
 @dataclass
@@ -93,8 +104,14 @@ class CpuMeter:
 
     def record(self) -> dict:
         "What a figure stores about the section that measured it."
-        return {"threads": self.threads, "wall_s": round(self.wall_s, 2), "cpu_share": round(self.cpu_share, 2),
-                "load_before": self.load_before, "load_after": self.load_after, "refused": self.busy}
+        return {
+            "threads": self.threads,
+            "wall_s": round(self.wall_s, 2),
+            "cpu_share": round(self.cpu_share, 2),
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            "refused": self.busy,
+        }
 
 
 def figure(name: str, value: float, unit: str, meters: list[CpuMeter], **details) -> dict:
@@ -107,8 +124,14 @@ def figure(name: str, value: float, unit: str, meters: list[CpuMeter], **details
     if clash:
         raise ValueError(f"figure(): details may not replace the keys {clash}; name them differently.")
     refused = record["refused"]
-    return {"name": name, "value": None if refused else value, "unit": unit, **record,
-            **({"discarded_value": value} if refused else {}), **details}
+    return {
+        "name": name,
+        "value": None if refused else value,
+        "unit": unit,
+        **record,
+        **({"discarded_value": value} if refused else {}),
+        **details,
+    }
 
 
 def check_threads(threads: int) -> int:
@@ -117,16 +140,52 @@ def check_threads(threads: int) -> int:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"--threads must be an int >= 1, got {threads!r}.")
     if threads > available:
-        raise ValueError(f"--threads {threads} asks for more threads than the {available} CPUs this process may use: "
-                         f"use --threads {available} or fewer.")
+        raise ValueError(
+            f"--threads {threads} asks for more threads than the {available} CPUs this process may use: "
+            f"use --threads {available} or fewer."
+        )
     return threads
 
 
 def add_cpu_benchmark_args(parser: argparse.ArgumentParser) -> None:
-    "The two options run_all.py passes to every CPU benchmark: --threads and --json."
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"torch.set_num_threads (default: {DEFAULT_THREADS})")
-    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    "The two options run_all.py passes to every CPU benchmark: --threads and --json PATH."
+    parser.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS, help=f"torch.set_num_threads (default: {DEFAULT_THREADS})"
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="also write the results to PATH, one JSON object (atomically)"
+    )
+
+
+def write_json(path: Path, results: dict) -> None:
+    "A benchmark's results, one JSON object, written atomically to `path` (what `--json PATH` asks for)."
+    write_atomic(path, json.dumps(results, indent=1) + "\n")
+
+
+def alternating_medians(calls: dict[str, Callable[[], object]], rounds: int) -> tuple[dict[str, float], dict]:
+    """Median seconds per call of each of `calls`, timed by torch.utils.benchmark.Timer in `rounds` rounds that
+    call them in turn, so that load from other programs hits all alike; and the result of each one's last call.
+
+    In each round, each call runs once untimed (Timer's block-size estimate, which also warms it up) and once timed
+    (`blocked_autorange(min_run_time=0)`), on torch's current thread count (Timer's default would be 1 thread)."""
+    import torch
+    from torch.utils.benchmark import Measurement, Timer
+
+    results: dict = {}
+    timers = {
+        name: Timer(
+            "results[name] = call()",
+            globals={"call": call, "results": results, "name": name},
+            num_threads=torch.get_num_threads(),
+            label=name,
+        )
+        for name, call in calls.items()
+    }
+    measured: dict[str, list] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            measured[name].append(timer.blocked_autorange(min_run_time=0))
+    return {name: Measurement.merge(ms)[0].median for name, ms in measured.items()}, results
 
 
 def parse_cpu_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, int]:
@@ -152,8 +211,12 @@ def cpu_model() -> str:
         pass
     if platform.system() == "Darwin":
         try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip() or platform.processor()
+            return (
+                subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+                ).stdout.strip()
+                or platform.processor()
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or "unknown"
@@ -176,14 +239,20 @@ def machine_info(threads: int) -> dict:
 
     try:
         import transformers
+
         hf_version = transformers.__version__
     except ImportError:
         hf_version = "not installed"
     return {
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "os": f"{platform.system()} {platform.release()}", "arch": platform.machine(), "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(), "threads": threads, "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": hf_version,
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": hf_version,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "commit": git_commit(Path(__file__).resolve().parents[1]),
     }

@@ -28,8 +28,11 @@ def _terminate(signum, frame):
 
 def mark_failed(cell, ename: str, evalue: str) -> None:
     "Record on `cell` why the run stopped there, as an error output (nbclient records none for these)."
-    cell.outputs.append(nbformat.v4.new_output("error", ename=ename, evalue=evalue,
-                                               traceback=[f"{ename}: {evalue} (benchmarks/run_notebook.py)"]))
+    cell.outputs.append(
+        nbformat.v4.new_output(
+            "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue} (benchmarks/run_notebook.py)"]
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,23 +40,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("notebook", type=Path)
     p.add_argument("--out", type=Path, required=True, help="folder for the executed notebook")
     p.add_argument("--timeout", type=int, default=900, help="seconds per cell (default 900)")
-    p.add_argument("--deadline", type=float, help="Unix time by which every cell must have finished: a cell gets at "
-                   "most the time left, and none starts after it")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        help="Unix time by which every cell must have finished: a cell gets at "
+        "most the time left, and none starts after it",
+    )
     args = p.parse_args(argv)
     nb = nbformat.read(args.notebook, as_version=4)
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / args.notebook.name
-    client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(args.notebook.parent.resolve())}})
+    client = NotebookClient(
+        nb,
+        timeout=args.timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(args.notebook.parent.resolve())}},
+    )
     client.reset_execution_trackers()
     start = t0 = time.perf_counter()
 
     def stop(index: int, cell, ename: str, why: str, details: str = "") -> int:
         mark_failed(cell, ename, why)
         nbformat.write(nb, target)
-        print(f"cell {index} FAILED ({ename}) after {time.perf_counter() - t0:.0f} s: {why}"
-              + (f"\n{details[-3000:]}" if details else "")
-              + f"\nthe cells before it are kept in {target}", flush=True)
+        print(
+            f"cell {index} FAILED ({ename}) after {time.perf_counter() - t0:.0f} s: {why}"
+            + (f"\n{details[-3000:]}" if details else "")
+            + f"\nthe cells before it are kept in {target}",
+            flush=True,
+        )
         return 1
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -77,22 +91,34 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
                 except CellTimeoutError:
-                    why = (f"still running after {timeout} s: "
-                           + ("the session's deadline" if timeout < args.timeout else "--timeout"))
+                    why = f"still running after {timeout} s: " + (
+                        "the session's deadline" if timeout < args.timeout else "--timeout"
+                    )
                     return stop(index, cell, "CellTimeoutError", why)
                 except DeadKernelError as e:
-                    return stop(index, cell, "DeadKernelError", f"the kernel died while this cell ran ({e}): out "
-                                "of memory, a crash in native code, or os._exit")
+                    return stop(
+                        index,
+                        cell,
+                        "DeadKernelError",
+                        f"the kernel died while this cell ran ({e}): out "
+                        "of memory, a crash in native code, or os._exit",
+                    )
                 except CellExecutionError as e:
                     nbformat.write(nb, target)  # the cell holds its own error output
-                    print(f"cell {index} FAILED after {time.perf_counter() - t0:.0f} s:\n{str(e)[-3000:]}\nthe "
-                          f"cells before it are kept in {target}", flush=True)
+                    print(
+                        f"cell {index} FAILED after {time.perf_counter() - t0:.0f} s:\n{str(e)[-3000:]}\nthe "
+                        f"cells before it are kept in {target}",
+                        flush=True,
+                    )
                     return 1
                 nbformat.write(nb, target)  # every finished cell is kept, whatever happens next
                 current = None
                 text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
-                print(f"--- cell {index} ({time.perf_counter() - t0:.1f} s, {time.perf_counter() - start:.0f} s in "
-                      f"all)\n{text.rstrip()}", flush=True)
+                print(
+                    f"--- cell {index} ({time.perf_counter() - t0:.1f} s, {time.perf_counter() - start:.0f} s in "
+                    f"all)\n{text.rstrip()}",
+                    flush=True,
+                )
     except Terminated:
         if current is not None:
             return stop(*current, "Terminated", "stopped by SIGTERM (the session's backstop timeout)")

@@ -1,6 +1,6 @@
-"""Fast tests of the benchmarks' own logic (benchmarks/): the busy-machine rule, the results file, the runner's plan,
-and the quality benchmark's anchor (nanoGPT's CPU recipe on transformers' GPT-2). The benchmarks themselves are not
-tests; `make bench` runs them."""
+"""Fast tests of the benchmarks' own logic (benchmarks/): the busy-machine rule, the alternating timer, the results
+file, the runner's plan and how it reads each script's results (`--json PATH`), and the quality benchmark's anchor
+(nanoGPT's CPU recipe on transformers' GPT-2). The benchmarks themselves are not tests; `make bench` runs them."""
 
 import json
 import math
@@ -19,7 +19,7 @@ sys.path.insert(0, str(BENCH))
 
 import run_all  # noqa: E402
 from gpt2_baseline import NANOGPT_CPU, CharGPT2, char_data, nanogpt_optimizer, train_baseline  # noqa: E402
-from machine import CpuMeter, busy_reason, check_threads, figure  # noqa: E402
+from machine import CpuMeter, alternating_medians, busy_reason, check_threads, figure  # noqa: E402
 
 # --- the busy-machine rule ----------------------------------------------------------------------------------------
 
@@ -59,6 +59,28 @@ def test_check_threads_rejects_more_threads_than_cpus():
         check_threads(0)
 
 
+def test_alternating_medians_times_each_call_once_per_round_in_turn_on_the_current_threads():
+    calls, threads = [], torch.get_num_threads()
+
+    def call(name: str, seconds: float):
+        def run():
+            calls.append((name, torch.get_num_threads()))
+            time.sleep(seconds)
+            return name.upper()
+
+        return run
+
+    try:
+        torch.set_num_threads(2)  # not Timer's default of 1
+        medians, results = alternating_medians({"a": call("a", 0.002), "b": call("b", 0.02)}, rounds=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert [name for name, _ in calls] == ["a", "a", "b", "b"] * 3  # each round: once untimed, once timed
+    assert {n for _, n in calls} == {2}
+    assert results == {"a": "A", "b": "B"}  # each call's last result
+    assert 0.002 <= medians["a"] < 0.02 <= medians["b"] < 0.2
+
+
 def _meter(share: float, threads: int = 2) -> CpuMeter:
     m = CpuMeter(threads)
     m.wall_s, m.cpu_s = 10.0, 10.0 * share
@@ -75,7 +97,7 @@ def test_figure_withholds_the_value_when_any_section_was_busy():
         figure("f", 1.5, "x", [_meter(1.95)], cpu_share=2.0)  # details may not hide the record
 
 
-# --- the runner: plan, output parsing, results file ---------------------------------------------------------------
+# --- the runner: plan, results read from --json PATH, results file --------------------------------------------------
 
 
 def test_plan_includes_optional_benchmarks_only_when_they_can_run(tmp_path):
@@ -91,36 +113,89 @@ def test_plan_includes_optional_benchmarks_only_when_they_can_run(tmp_path):
         run_all.plan(only=["modle"], folder=tmp_path)
 
 
-def test_last_json_finds_the_results_line():
-    lines = ["torch 2.13", "{not json", '{"figures": [], "n": 1}', "done {x}"]
-    assert run_all.last_json(lines) == {"figures": [], "n": 1}
-    assert run_all.last_json(["no results", "[1, 2]"]) is None
+FAKE_HEAD = "import json, sys\npath = sys.argv[sys.argv.index('--json') + 1]\nprint('argv', sys.argv[1:])\n"
+
+
+def _run_fake(tmp_path, body: str, **kwargs) -> dict:
+    "run_all.run_benchmark on a fake benchmark script: FAKE_HEAD (`path`: where --json asks for the results), `body`."
+    (tmp_path / "fake.py").write_text(FAKE_HEAD + body)
+    return run_all.run_benchmark(
+        run_all.Benchmark("fake", "fake.py", "a fake", 0.1, **kwargs), threads=1, quick=False, folder=tmp_path
+    )
+
+
+def test_runner_reads_the_results_from_the_path_it_passes_with_json(tmp_path, capsys):
+    figures = [{"name": "speed", "value": 1.5, "unit": "x", "refused": None}]
+    r = _run_fake(
+        tmp_path,
+        f"json.dump({{'benchmark': 'fake', 'figures': {figures!r}}}, open(path, 'w'))\n"
+        "print('{\"figures\": []}')  # stdout is only echoed, never parsed\n",
+    )
+    assert r["status"] == "ok" and r["figures"] == figures and r["raw"]["benchmark"] == "fake"
+    out = capsys.readouterr().out
+    assert "--json" in out and "--threads', '1'" in out and '{"figures": []}' in out  # every line echoed
+    path = Path(out.split("--json', '")[1].split("'")[0])
+    assert path.name == "fake.json" and not path.parent.exists()  # a temporary folder, removed afterwards
+    r = _run_fake(
+        tmp_path, "json.dump({'mfu': 0.25}, open(path, 'w'))\n", figure_keys=(("mfu", "of peak"),), takes_threads=False
+    )
+    assert r["status"] == "ok" and [f["value"] for f in r["figures"]] == [0.25]
+
+
+def test_runner_says_so_when_a_script_exits_0_without_writing_its_results(tmp_path):
+    r = _run_fake(tmp_path, "print(json.dumps({'figures': []}))\n")  # the old stdout convention: not read any more
+    assert r["status"] == "failed" and r["figures"] == []
+    assert "exited with status 0 but wrote no results to --json" in r["reason"]
+    assert r["output_tail"][-1] == '{"figures": []}'  # kept for the report
+    r = _run_fake(tmp_path, "open(path, 'w').write('[1, 2]')\n")
+    assert r["status"] == "failed" and "holds a JSON list, not an object" in r["reason"]
+    r = _run_fake(tmp_path, "open(path, 'w').write('{\"figures\": [')\n")
+    assert r["status"] == "failed" and "unreadable (JSONDecodeError" in r["reason"]
+    r = _run_fake(tmp_path, "json.dump({'figures': []}, open(path, 'w'))\nsys.exit(4)\n")
+    assert r["status"] == "failed" and r["reason"] == "exit status 4"  # results from a failed run are not used
 
 
 def test_figures_of_a_script_without_a_figures_list_are_the_named_keys_unchecked():
     raw = {"device": "H200", "mfu": 0.31, "tokens_per_s": 2.5e6, "best_val_nats_per_char": None, "steps": 9}
     figs = run_all.figures_of(raw, (("mfu", "of peak"), ("tokens_per_s", "tokens/s"), ("best_val_nats_per_char", "")))
-    assert [(f["name"], f["value"], f["unit"]) for f in figs] == [("mfu", 0.31, "of peak"),
-                                                                   ("tokens_per_s", 2.5e6, "tokens/s")]
+    assert [(f["name"], f["value"], f["unit"]) for f in figs] == [
+        ("mfu", 0.31, "of peak"),
+        ("tokens_per_s", 2.5e6, "tokens/s"),
+    ]
     assert all(run_all.figure_status(f) == "not checked" for f in figs)
     assert run_all.figures_of({"figures": [{"name": "a"}], "mfu": 0.3}, (("mfu", ""),)) == [{"name": "a"}]
 
 
 def _results() -> dict:
-    machine = {"date_utc": "2030-01-01 00:00", "commit": "abc1234", "cpu": "Test CPU 9000", "logical_cpus": 2,
-               "threads": 2, "os": "Linux 6.0", "arch": "x86_64", "python": "3.11", "torch": "2.13.0",
-               "transformers": "5.0", "cuda": None}
+    machine = {
+        "date_utc": "2030-01-01 00:00",
+        "commit": "abc1234",
+        "cpu": "Test CPU 9000",
+        "logical_cpus": 2,
+        "threads": 2,
+        "os": "Linux 6.0",
+        "arch": "x86_64",
+        "python": "3.11",
+        "torch": "2.13.0",
+        "transformers": "5.0",
+        "cuda": None,
+    }
     good = figure("training step", 1.234, "x", [_meter(1.97)], measure="tokens/s", ours=12000, reference=9725)
     quality = figure("quality", -0.3456, "nats/char", [_meter(1.9)], signed=True, ours=1.55, reference=1.8956)
     bad = figure("decoding", 7.777, "x", [_meter(1.1)], measure="tokens/s", ours=98765, reference=12699)
-    return {"machine": machine, "quick": False, "wall_s": 400.0, "load_before": [0.1, 0.2, 0.3],
-            "load_after": [1.9, 1.0, 0.5], "benchmarks": {
-                "model": {"status": "ok", "wall_s": 60.0, "figures": [good, bad]},
-                "quality": {"status": "ok", "wall_s": 180.0, "figures": [quality]},
-                "smollm2": {"status": "skipped", "reason": "benchmarks/bench_smollm2.py does not exist yet",
-                            "figures": []},
-                "gpu": {"status": "failed", "reason": "exit status 1", "output_tail": ["Traceback: boom"],
-                            "figures": []}}}
+    return {
+        "machine": machine,
+        "quick": False,
+        "wall_s": 400.0,
+        "load_before": [0.1, 0.2, 0.3],
+        "load_after": [1.9, 1.0, 0.5],
+        "benchmarks": {
+            "model": {"status": "ok", "wall_s": 60.0, "figures": [good, bad]},
+            "quality": {"status": "ok", "wall_s": 180.0, "figures": [quality]},
+            "smollm2": {"status": "skipped", "reason": "benchmarks/bench_smollm2.py does not exist yet", "figures": []},
+            "gpu": {"status": "failed", "reason": "exit status 1", "output_tail": ["Traceback: boom"], "figures": []},
+        },
+    }
 
 
 def test_markdown_table_reports_figures_and_never_a_refused_value():
@@ -156,8 +231,23 @@ def test_recipe_is_nanogpts_cpu_baby_gpt():
     # nanoGPT's README: train_shakespeare_char.py with --block_size=64 --batch_size=12 --n_layer=4 --n_head=4
     # --n_embd=128 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0; the config file's lr 1e-3, min_lr 1e-4,
     # warmup 100, beta2 0.99; train.py's weight decay 0.1, clipping 1.0, beta1 0.9, seed 1337.
-    spec = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, max_iters=2000, lr=1e-3, min_lr=1e-4,
-                warmup_iters=100, beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0, dropout=0.0, seed=1337)
+    spec = dict(
+        n_layer=4,
+        n_head=4,
+        n_embd=128,
+        block_size=64,
+        batch_size=12,
+        max_iters=2000,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_iters=100,
+        beta1=0.9,
+        beta2=0.99,
+        weight_decay=0.1,
+        grad_clip=1.0,
+        dropout=0.0,
+        seed=1337,
+    )
     assert {k: getattr(NANOGPT_CPU, k) for k in spec} == spec
 
 
@@ -222,8 +312,12 @@ def test_run_notebook_keeps_every_finished_cell_when_one_fails(tmp_path):
     import nbformat
 
     new = nbformat.v4
-    cells = [new.new_markdown_cell("# t"), new.new_code_cell("print(6 * 7)"),
-             new.new_code_cell("raise RuntimeError('planted')"), new.new_code_cell("print('never')")]
+    cells = [
+        new.new_markdown_cell("# t"),
+        new.new_code_cell("print(6 * 7)"),
+        new.new_code_cell("raise RuntimeError('planted')"),
+        new.new_code_cell("print('never')"),
+    ]
     nb = new.new_notebook(cells=cells)
     nbformat.write(nb, tmp_path / "t.ipynb")
     out = tmp_path / "out"
