@@ -49,8 +49,9 @@ endif
 unit: $(STAMP) ## Only the fast tests in tests/: no book, browser, notebooks or slow tests (about a minute)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest tests -m "not slow" -q
 
-lint: $(STAMP) ## Run ruff over .py files and notebooks
+lint: $(STAMP) ## Run ruff's linter and its formatter's check over .py files and notebooks
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 export: $(STAMP) ## Regenerate llama_nb/ from the notebooks' #| export cells
 	$(BIN)/nbdev-export

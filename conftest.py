@@ -1,6 +1,7 @@
 """pytest's root configuration, for the tests and for the notebooks nbval runs (whose kernels inherit this
 process's environment): developers and CI keep a copy of the corpus in ../shared beside the checkout, so use it when
 nothing else is set, and nothing is downloaded."""
+
 import os
 from pathlib import Path
 

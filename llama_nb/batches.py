@@ -6,7 +6,6 @@ __all__ = ['TokenizedData', 'prepare_data', 'with_bpe_dropout', 'get_batch', 'va
 # %% ../notebooks/06a_batches.ipynb #c004
 # Batches and evaluation (Chapter 6.1): the train/val token streams, random training windows, and one
 # deterministic validation pass that reports nats per token and nats per character.
-import numbers
 from dataclasses import dataclass, replace
 
 import torch
@@ -15,6 +14,7 @@ from tokenizers import Tokenizer
 
 from .data import train_val_split
 from .tokenizer import PAD_ID, encode_with_bpe_dropout, train_tokenizer
+from .core import ArgumentError, check_int, check_number
 
 
 @dataclass
@@ -30,8 +30,16 @@ class TokenizedData:
     bpe_dropout: float = 0.0  # the dropout those copies were made with (0: none)
 
 
-def prepare_data(text: str, vocab_size: int, train_fraction: float = 0.9, tokenizer: Tokenizer | None = None, *,
-                 bpe_dropout: float = 0.0, dropout_copies: int = 4, seed: int = 0) -> TokenizedData:
+def prepare_data(
+    text: str,
+    vocab_size: int,
+    train_fraction: float = 0.9,
+    tokenizer: Tokenizer | None = None,
+    *,
+    bpe_dropout: float = 0.0,
+    dropout_copies: int = 4,
+    seed: int = 0,
+) -> TokenizedData:
     """Split `text` by characters (first `train_fraction` / the rest), train the Chapter 1 tokenizer on the train
     split only (unless `tokenizer` is given) and encode each split separately. With `bpe_dropout` > 0, also encode
     the train split `dropout_copies` times with BPE-dropout (copy i with seed `seed + i`) into `train_dropout_ids`."""
@@ -40,32 +48,35 @@ def prepare_data(text: str, vocab_size: int, train_fraction: float = 0.9, tokeni
     if tokenizer is None:
         tokenizer = train_tokenizer(train_text, vocab_size)
     if tokenizer.get_vocab_size() > vocab_size:
-        raise ValueError(f"The tokenizer has {tokenizer.get_vocab_size()} tokens but vocab_size is {vocab_size}: "
-                         "the model needs one embedding row per token. Use a larger vocab_size.")
+        raise ArgumentError(
+            f"The tokenizer has {tokenizer.get_vocab_size()} tokens but vocab_size is {vocab_size}: "
+            "the model needs one embedding row per token. Use a larger vocab_size."
+        )
 
     def encode(s: str) -> torch.Tensor:
         return torch.tensor(tokenizer.encode(s, add_special_tokens=False).ids, dtype=torch.long)
 
     train_ids, val_ids = encode(train_text), encode(val_text)
     if len(val_ids) < 2:
-        raise ValueError(f"The validation split has {len(val_ids)} token(s); evaluation needs at least 2. "
-                         "Use a longer text or a larger validation fraction.")
+        raise ArgumentError(
+            f"The validation split has {len(val_ids)} token(s); evaluation needs at least 2. "
+            "Use a longer text or a larger validation fraction."
+        )
     first = tokenizer.decode(val_ids[:1].tolist())  # context only: the val pass never predicts it
     data = TokenizedData(tokenizer, train_ids, val_ids, len(val_text) - len(first))
     return with_bpe_dropout(data, bpe_dropout, dropout_copies, seed, train_text=train_text)
 
 
 def _check_dropout_args(bpe_dropout: float, copies: int, seed: int) -> None:
-    if isinstance(bpe_dropout, bool) or not isinstance(bpe_dropout, numbers.Real) or not 0 <= bpe_dropout < 1:
-        raise ValueError(f"bpe_dropout must be in [0, 1): the probability of skipping a merge (0 = off; the "
-                         f"BPE-dropout paper uses 0.1), got {bpe_dropout!r}.")
-    for name, value, low in [("dropout_copies", copies, 1), ("seed", seed, 0)]:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    hint = "the probability of skipping a merge; 0 = off, the BPE-dropout paper uses 0.1"
+    check_number("bpe_dropout", bpe_dropout, 0, 1, high_open=True, hint=hint)
+    check_int("dropout_copies", copies, 1)
+    check_int("seed", seed, 0)
 
 
-def with_bpe_dropout(data: TokenizedData, bpe_dropout: float, dropout_copies: int = 4, seed: int = 0, *,
-                     train_text: str | None = None) -> TokenizedData:
+def with_bpe_dropout(
+    data: TokenizedData, bpe_dropout: float, dropout_copies: int = 4, seed: int = 0, *, train_text: str | None = None
+) -> TokenizedData:
     """`data` with `dropout_copies` BPE-dropout encodings of its train split (copy i with seed `seed + i`) in
     `train_dropout_ids`, for training only: train_ids and val_ids stay deterministic. `bpe_dropout=0`: no copies.
     The train text is decoded from `train_ids` (byte-level BPE decodes to the exact text) unless it is given."""
@@ -74,18 +85,23 @@ def with_bpe_dropout(data: TokenizedData, bpe_dropout: float, dropout_copies: in
         return replace(data, train_dropout_ids=None, bpe_dropout=0.0)
     if train_text is None:
         train_text = data.tokenizer.decode(data.train_ids.tolist())
-    copies = [torch.tensor(encode_with_bpe_dropout(data.tokenizer, train_text, bpe_dropout, seed + i), dtype=torch.long)
-              for i in range(dropout_copies)]
+    copies = [
+        torch.tensor(encode_with_bpe_dropout(data.tokenizer, train_text, bpe_dropout, seed + i), dtype=torch.long)
+        for i in range(dropout_copies)
+    ]
     return replace(data, train_dropout_ids=torch.cat(copies), bpe_dropout=float(bpe_dropout))
 
 # %% ../notebooks/06a_batches.ipynb #c007
-def get_batch(ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator,
-              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def get_batch(
+    ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`batch_size` random contiguous windows of `ids`: inputs x = ids[i : i+T] and targets y = ids[i+1 : i+T+1],
     each (batch_size, seq_len). The starts i come from `generator` only, so a seeded generator replays the batches."""
     if len(ids) <= seq_len:
-        raise ValueError(f"Cannot cut a window of seq_len={seq_len} (+1 target) from {len(ids)} tokens: "
-                         "use a shorter seq_len or more text.")
+        raise ArgumentError(
+            f"Cannot cut a window of seq_len={seq_len} (+1 target) from {len(ids)} tokens: "
+            "use a shorter seq_len or more text."
+        )
     starts = torch.randint(len(ids) - seq_len, (batch_size,), generator=generator)  # (B,)
     windows = ids[starts[:, None] + torch.arange(seq_len + 1)]  # (B, T + 1)
     return windows[:, :-1].to(device), windows[:, 1:].to(device)
@@ -97,7 +113,7 @@ def val_windows(ids: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Te
     with -100, which the loss ignores (and causal attention keeps the padding from affecting real positions)."""
     n_targets = len(ids) - 1
     if n_targets < 1:
-        raise ValueError(f"Need at least 2 tokens to evaluate, got {len(ids)}.")
+        raise ArgumentError(f"Need at least 2 tokens to evaluate, got {len(ids)}.")
     n_windows = -(-n_targets // seq_len)  # ceil division: the last window may be partial
     pad = n_windows * seq_len - n_targets
     x = torch.cat([ids[:-1], ids.new_full((pad,), PAD_ID)]).view(n_windows, seq_len)
@@ -109,8 +125,7 @@ from torch import nn
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, ids: torch.Tensor, n_chars: int, seq_len: int,
-             batch_size: int = 32) -> dict[str, float]:
+def evaluate(model: nn.Module, ids: torch.Tensor, n_chars: int, seq_len: int, batch_size: int = 32) -> dict[str, float]:
     """Deterministic full pass over `ids` (see `val_windows`) in eval mode (dropout off). Returns the total
     negative log-likelihood (nats) divided by the number of predicted tokens and by `n_chars`, the number of
     characters those tokens spell, plus the token count."""
@@ -124,8 +139,9 @@ def evaluate(model: nn.Module, ids: torch.Tensor, n_chars: int, seq_len: int,
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
             logits, _ = model(xb)  # (b, T, V)
-            total_nll += F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten(), ignore_index=-100,
-                                         reduction="sum").double()
+            total_nll += F.cross_entropy(
+                logits.flatten(0, 1).float(), yb.flatten(), ignore_index=-100, reduction="sum"
+            ).double()
     finally:
         model.train(was_training)
     total = total_nll.item()  # one read-back for the whole pass

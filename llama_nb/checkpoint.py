@@ -29,13 +29,14 @@ from .batches import TokenizedData
 from .model import Llama, LlamaConfig
 from .optim import EMA
 from .tokenizer import load_tokenizer
+from .core import LlamaNBError, check_int, write_atomic
 
 CHECKPOINT_FORMAT = "llama_nb.checkpoint/1"
 LATEST_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE = "LATEST", "model.safetensors", "state.pt", "tokenizer.json"
-BEST_FILE = "BEST"  # names the checkpoint with the lowest validation loss, when a run keeps it (section 6.5)
+BEST_FILE = "BEST"  # names the checkpoint with the lowest validation loss, when a run keeps it (section 6.6)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LlamaNBError, RuntimeError):
     "A checkpoint is missing, incomplete, corrupt or does not match the model. The message says what to do."
 
 
@@ -46,8 +47,12 @@ def capture_rng_state(data_generator: torch.Generator | None = None) -> dict:
     state = {
         "torch": torch.get_rng_state(),  # dropout and weight init
         "python": {"version": version, "state": list(mt_state), "gauss_next": gauss_next},
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -62,14 +67,17 @@ def restore_rng_state(state: dict, data_generator: torch.Generator | None = None
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     npy = state["numpy"]
-    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if data_generator is not None:
         if "data" not in state:
-            raise CheckpointError("The checkpoint has no data-generator state, so the batch order cannot be "
-                                  "resumed exactly. Save it with save_checkpoint(..., data_generator=gen).")
+            raise CheckpointError(
+                "The checkpoint has no data-generator state, so the batch order cannot be "
+                "resumed exactly. Save it with save_checkpoint(..., data_generator=gen)."
+            )
         data_generator.set_state(state["data"])
 
 # %% ../notebooks/06d_checkpoints.ipynb #c032
@@ -85,18 +93,6 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old or the new file, never half of one
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _step_key(path: Path) -> tuple[int, int] | None:
@@ -115,11 +111,21 @@ def data_fingerprint(data: TokenizedData) -> str:
     return h.hexdigest()[:16]
 
 
-def save_checkpoint(out_dir: str | os.PathLike, model: Llama, optimizer: torch.optim.Optimizer | None = None, *,
-                    step: int, tokenizer: Tokenizer | None = None, train_config: dict | None = None,
-                    data_generator: torch.Generator | None = None, history: dict | None = None,
-                    keep_last: int = 1, data_fingerprint: str | None = None, best: bool = False,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    out_dir: str | os.PathLike,
+    model: Llama,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    step: int,
+    tokenizer: Tokenizer | None = None,
+    train_config: dict | None = None,
+    data_generator: torch.Generator | None = None,
+    history: dict | None = None,
+    keep_last: int = 1,
+    data_fingerprint: str | None = None,
+    best: bool = False,
+    extra: dict | None = None,
+) -> Path:
     """Save `out_dir/step_XXXXXX/` (model.safetensors; state.pt with the step, configs, optimizer, RNG states and
     history; tokenizer.json) and point `out_dir/LATEST` at it. Atomic: the directory is written under a temporary
     name and renamed into place, then LATEST is replaced, so a crash at any moment leaves LATEST naming a complete
@@ -127,11 +133,8 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Llama, optimizer: torch.o
     checkpoints are deleted, except the one BEST names. `data_fingerprint` identifies the training data, so that a
     resume on other data can be refused; `extra` holds more state of the same safe kinds (Chapter 7 keeps every
     process's random state there). Returns the checkpoint directory."""
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}.")
-    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-        raise ValueError(f"keep_last must be an int >= 1 (the checkpoint just written is always kept), got "
-                         f"{keep_last!r}.")
+    check_int("step", step, 0)
+    check_int("keep_last", keep_last, 1, hint="the checkpoint just written is always kept")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
@@ -139,13 +142,22 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Llama, optimizer: torch.o
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary directory
         config = model.config.to_dict()
-        _save_safetensors(model, str(tmp / MODEL_FILE), metadata={
-            "format": CHECKPOINT_FORMAT, "step": str(step), "model_config": json.dumps(config)})
-        state = {"format": CHECKPOINT_FORMAT, "step": step, "model_config": config,
-                 "train_config": dict(train_config or {}), "history": history or {},
-                 "data_fingerprint": data_fingerprint,
-                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                 "rng": capture_rng_state(data_generator), **(extra or {})}
+        _save_safetensors(
+            model,
+            str(tmp / MODEL_FILE),
+            metadata={"format": CHECKPOINT_FORMAT, "step": str(step), "model_config": json.dumps(config)},
+        )
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "model_config": config,
+            "train_config": dict(train_config or {}),
+            "history": history or {},
+            "data_fingerprint": data_fingerprint,
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "rng": capture_rng_state(data_generator),
+            **(extra or {}),
+        }
         torch.save(state, tmp / STATE_FILE)
         if tokenizer is not None:
             (tmp / TOKENIZER_FILE).write_text(tokenizer.to_str(), encoding="utf-8")
@@ -156,17 +168,18 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Llama, optimizer: torch.o
             final, n = out_dir / f"{name}-{n}", n + 1
         os.rename(tmp, final)
         _fsync(out_dir)
-        _write_text_atomic(out_dir / LATEST_FILE, final.name + "\n")
+        write_atomic(out_dir / LATEST_FILE, final.name + "\n")
         if best:
-            _write_text_atomic(out_dir / BEST_FILE, final.name + "\n")
+            write_atomic(out_dir / BEST_FILE, final.name + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left behind if something above failed
     # By step number, not by name: "step_1000000" sorts before "step_999999" as a string
     keep = {final.name}
     if (out_dir / BEST_FILE).is_file():  # the best checkpoint stays, however old
         keep.add((out_dir / BEST_FILE).read_text(encoding="utf-8").strip())
-    older = sorted((d for d in out_dir.glob("step_*") if d.is_dir() and d.name not in keep and _step_key(d)),
-                   key=_step_key)
+    older = sorted(
+        (d for d in out_dir.glob("step_*") if d.is_dir() and d.name not in keep and _step_key(d)), key=_step_key
+    )
     for d in older[: max(len(older) - (keep_last - 1), 0)]:
         shutil.rmtree(d, ignore_errors=True)
     return final
@@ -182,23 +195,32 @@ def find_checkpoint(path: str | os.PathLike, best: bool = False) -> Path:
     path = Path(path)
     if (path / STATE_FILE).exists() or (path / MODEL_FILE).exists():
         if best:
-            raise CheckpointError(f"{path} is one checkpoint, not a run directory: give the run's --out-dir to "
-                                  "load its best checkpoint.")
+            raise CheckpointError(
+                f"{path} is one checkpoint, not a run directory: give the run's --out-dir to load its best checkpoint."
+            )
         return path
     if not path.is_dir():
-        raise CheckpointError(f"No checkpoint at {path}: no such directory. Train one with "
-                              f"`python -m llama_nb.train --out-dir {path}`, or fix the path.")
+        raise CheckpointError(
+            f"No checkpoint at {path}: no such directory. Train one with "
+            f"`python -m llama_nb.train_cli --out-dir {path}`, or fix the path."
+        )
     latest = path / (BEST_FILE if best else LATEST_FILE)
     if best and not latest.is_file() and (path / LATEST_FILE).is_file():
-        raise CheckpointError(f"{path} has no {BEST_FILE} file: the run did not keep its best checkpoint. Train "
-                              "with --keep-best (TrainConfig(keep_best=True)), or load the latest checkpoint.")
+        raise CheckpointError(
+            f"{path} has no {BEST_FILE} file: the run did not keep its best checkpoint. Train "
+            "with --keep-best (TrainConfig(keep_best=True)), or load the latest checkpoint."
+        )
     if not latest.is_file():
-        raise CheckpointError(f"No checkpoint in {path}: it has no {LATEST_FILE} file. Train one with "
-                              f"`python -m llama_nb.train --out-dir {path}`, or point at a step_XXXXXX directory.")
+        raise CheckpointError(
+            f"No checkpoint in {path}: it has no {LATEST_FILE} file. Train one with "
+            f"`python -m llama_nb.train_cli --out-dir {path}`, or point at a step_XXXXXX directory."
+        )
     name = latest.read_text(encoding="utf-8").strip()
     if not name or Path(name).name != name or not (path / name).is_dir():
-        raise CheckpointError(f"{latest} names {name!r}, which is not a checkpoint directory in {path}. "
-                              "Point at one of its step_XXXXXX directories, or retrain.")
+        raise CheckpointError(
+            f"{latest} names {name!r}, which is not a checkpoint directory in {path}. "
+            "Point at one of its step_XXXXXX directories, or retrain."
+        )
     return path / name
 
 
@@ -207,55 +229,79 @@ def read_checkpoint(path: str | os.PathLike, best: bool = False) -> tuple[Path, 
     ckpt = find_checkpoint(path, best)
     for f in (MODEL_FILE, STATE_FILE):
         if not (ckpt / f).is_file():
-            raise CheckpointError(f"{ckpt} has no {f}: the checkpoint is incomplete (files deleted or copied "
-                                  "by hand?). Use another checkpoint, or retrain.")
+            raise CheckpointError(
+                f"{ckpt} has no {f}: the checkpoint is incomplete (files deleted or copied "
+                "by hand?). Use another checkpoint, or retrain."
+            )
     try:
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)  # never unpickles code
     except Exception as e:
-        raise CheckpointError(f"{ckpt / STATE_FILE} cannot be read ({_first_line(e)}): it is truncated or corrupt. "
-                              f"Delete {ckpt} and use an earlier checkpoint, or retrain.") from e
+        raise CheckpointError(
+            f"{ckpt / STATE_FILE} cannot be read ({_first_line(e)}): it is truncated or corrupt. "
+            f"Delete {ckpt} and use an earlier checkpoint, or retrain."
+        ) from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{ckpt / STATE_FILE} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r}). "
-                              "Point at a directory written by llama_nb's save_checkpoint.")
+        raise CheckpointError(
+            f"{ckpt / STATE_FILE} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r}). "
+            "Point at a directory written by llama_nb's save_checkpoint."
+        )
     return ckpt, state
 
 
-def load_checkpoint(path: str | os.PathLike, model: Llama, optimizer: torch.optim.Optimizer | None = None, *,
-                    data_generator: torch.Generator | None = None, restore_rng: bool = True) -> dict:
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: Llama,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    data_generator: torch.Generator | None = None,
+    restore_rng: bool = True,
+) -> dict:
     """Load the checkpoint at `path` (see `find_checkpoint`) into `model` (and `optimizer`); restore the RNG
     states (and `data_generator`'s) unless `restore_rng=False`. Returns the saved state (step, configs, history).
     Raises CheckpointError when it is missing, corrupt, or saved from a model with a different config."""
     ckpt, state = read_checkpoint(path)
     saved, have = state["model_config"], model.config.to_dict()
     if saved != have:
-        diff = ", ".join(f"{k}={saved.get(k)!r} (your model: {have.get(k)!r})"
-                         for k in sorted(set(saved) | set(have)) if saved.get(k) != have.get(k))
-        raise CheckpointError(f"{ckpt} was saved from a model with a different config: {diff}. Build the model "
-                              "with LlamaConfig.from_dict(read_checkpoint(path)[1]['model_config']) (or use "
-                              "load_model_from_checkpoint), or point at the right checkpoint.")
+        diff = ", ".join(
+            f"{k}={saved.get(k)!r} (your model: {have.get(k)!r})"
+            for k in sorted(set(saved) | set(have))
+            if saved.get(k) != have.get(k)
+        )
+        raise CheckpointError(
+            f"{ckpt} was saved from a model with a different config: {diff}. Build the model "
+            "with LlamaConfig.from_dict(read_checkpoint(path)[1]['model_config']) (or use "
+            "load_model_from_checkpoint), or point at the right checkpoint."
+        )
     try:
         with safe_open(ckpt / MODEL_FILE, framework="pt") as f:
             saved_step = (f.metadata() or {}).get("step")
         _load_safetensors(model, ckpt / MODEL_FILE, strict=True, device=str(next(model.parameters()).device))
     except Exception as e:
-        raise CheckpointError(f"{ckpt / MODEL_FILE} cannot be loaded ({_first_line(e)}): it is truncated or "
-                              f"corrupt. Delete {ckpt} and use an earlier checkpoint, or retrain.") from e
+        raise CheckpointError(
+            f"{ckpt / MODEL_FILE} cannot be loaded ({_first_line(e)}): it is truncated or "
+            f"corrupt. Delete {ckpt} and use an earlier checkpoint, or retrain."
+        ) from e
     if saved_step != str(state["step"]):
-        raise CheckpointError(f"{ckpt}: model.safetensors is from step {saved_step} but state.pt from step "
-                              f"{state['step']}: the files come from different saves. Use another checkpoint.")
+        raise CheckpointError(
+            f"{ckpt}: model.safetensors is from step {saved_step} but state.pt from step "
+            f"{state['step']}: the files come from different saves. Use another checkpoint."
+        )
     if optimizer is not None:
         if state["optimizer"] is None:
-            raise CheckpointError(f"{ckpt} holds no optimizer state (saved for inference), so training cannot "
-                                  "resume from it. Start a new run, or load the weights only.")
+            raise CheckpointError(
+                f"{ckpt} holds no optimizer state (saved for inference), so training cannot "
+                "resume from it. Start a new run, or load the weights only."
+            )
         optimizer.load_state_dict(state["optimizer"])
     if restore_rng:
         restore_rng_state(state["rng"], data_generator)
     return state
 
 
-def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu", best: bool = False,
-                               averaged: bool = True) -> tuple[Llama, Tokenizer | None, dict]:
+def load_model_from_checkpoint(
+    path: str | os.PathLike, device: torch.device | str = "cpu", best: bool = False, averaged: bool = True
+) -> tuple[Llama, Tokenizer | None, dict]:
     """A model built from the checkpoint's own config, with its weights, in eval mode; its tokenizer; its state.
     `best=True` loads the run's best checkpoint (`BEST`) instead of the latest. When the run kept an average of
     its weights (section 6.2's `EMA`, `TrainConfig.ema_decay`), those are the weights it evaluated, and they are
@@ -264,8 +310,9 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device | s
     try:
         config = LlamaConfig.from_dict(state["model_config"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt} has an invalid model config ({e}). Retrain with this version of "
-                              "llama_nb.") from e
+        raise CheckpointError(
+            f"{ckpt} has an invalid model config ({e}). Retrain with this version of llama_nb."
+        ) from e
     model = Llama(config).to(device)
     load_checkpoint(ckpt, model, restore_rng=False)
     if averaged and state.get("ema") is not None:
@@ -273,8 +320,10 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device | s
             ema = EMA(model, state["ema"]["decay"])
             ema.load_state_dict(state["ema"])
         except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{ckpt / STATE_FILE} holds a damaged weight average ({_first_line(e)}). Load the "
-                                  "raw weights with averaged=False, or use another checkpoint.") from e
+            raise CheckpointError(
+                f"{ckpt / STATE_FILE} holds a damaged weight average ({_first_line(e)}). Load the "
+                "raw weights with averaged=False, or use another checkpoint."
+            ) from e
         ema.copy_to(model)
     tokenizer = load_tokenizer(ckpt / TOKENIZER_FILE) if (ckpt / TOKENIZER_FILE).is_file() else None
     return model.eval(), tokenizer, state

@@ -2,18 +2,18 @@
 
 # %% auto #0
 __all__ = ['TINYSHAKESPEARE_URL', 'TINYSHAKESPEARE_SHA256', 'DATA_ENV_VAR', 'CACHE_ENV_VAR', 'DataError', 'cache_dir',
-           'sha256_of', 'download_file', 'tinyshakespeare_path', 'load_tinyshakespeare', 'train_val_split']
+           'download_file', 'tinyshakespeare_path', 'load_tinyshakespeare', 'train_val_split']
 
 # %% ../notebooks/00_setup_and_data.ipynb #c005
 # The corpus (Chapter 0): TinyShakespeare downloaded once, checked by SHA-256 and cached atomically, and its
 # 90/10 train/validation split.
-import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from .core import ArgumentError, LlamaNBError, atomic_path, check_number, sha256_of
 
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -21,7 +21,7 @@ DATA_ENV_VAR = "LLAMA_NB_TINYSHAKESPEARE"  # path to a local copy; skips the dow
 CACHE_ENV_VAR = "LLAMA_NB_CACHE_DIR"  # where downloads are cached
 
 
-class DataError(RuntimeError):
+class DataError(LlamaNBError, RuntimeError):
     "The corpus could not be found, downloaded or verified. The message says what to do."
 
 # %% ../notebooks/00_setup_and_data.ipynb #c006
@@ -32,32 +32,18 @@ def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "llama_nb"
 
-
-def sha256_of(path: str | os.PathLike) -> str:
-    "Hex SHA-256 of a file, read in chunks."
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 # %% ../notebooks/00_setup_and_data.ipynb #c008
 def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float = 60.0) -> Path:
     "Download `url` to `dest` atomically, verifying the length and the `sha256` before the file appears."
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest, received, expected = hashlib.sha256(), 0, None
-        with os.fdopen(fd, "wb") as f:
+    received, expected = 0, None
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     expected = int(length) if length is not None else None
                     while chunk := response.read(1 << 16):
                         f.write(chunk)
-                        digest.update(chunk)
                         received += len(chunk)
             except http.client.IncompleteRead as e:
                 raise DataError(
@@ -75,15 +61,12 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float
                 f"The download from {url} was cut short: {received} of {expected} bytes. "
                 "Nothing was written to the cache; run again to retry."
             )
-        if digest.hexdigest() != sha256:
+        if (digest := sha256_of(tmp)) != sha256:
             raise DataError(
-                f"The file downloaded from {url} has SHA-256 {digest.hexdigest()}, expected {sha256}: it is "
+                f"The file downloaded from {url} has SHA-256 {digest}, expected {sha256}: it is "
                 "corrupt or has changed upstream. Nothing was written to the cache; run again to retry."
             )
-        os.replace(tmp, dest)  # atomic: readers see no file or the whole, verified file
-        return dest
-    finally:
-        tmp.unlink(missing_ok=True)
+    return Path(dest)
 
 # %% ../notebooks/00_setup_and_data.ipynb #c010
 def _check_local_copy(path: Path) -> Path:
@@ -94,8 +77,10 @@ def _check_local_copy(path: Path) -> Path:
             "to download the corpus."
         )
     if path.stat().st_size == 0:
-        raise DataError(f"{DATA_ENV_VAR} points at {path}, which is empty. Point it at a complete copy of "
-                        f"TinyShakespeare, or unset {DATA_ENV_VAR} to download the corpus.")
+        raise DataError(
+            f"{DATA_ENV_VAR} points at {path}, which is empty. Point it at a complete copy of "
+            f"TinyShakespeare, or unset {DATA_ENV_VAR} to download the corpus."
+        )
     got = sha256_of(path)
     if got != TINYSHAKESPEARE_SHA256:
         raise DataError(
@@ -122,9 +107,8 @@ def load_tinyshakespeare() -> str:
 # %% ../notebooks/00_setup_and_data.ipynb #c013
 def train_val_split(text: str, train_fraction: float = 0.9) -> tuple[str, str]:
     "Split `text` into its first `train_fraction` of characters (train) and the rest (validation), as nanoGPT does."
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}.")
+    check_number("train_fraction", train_fraction, 0, 1, low_open=True, high_open=True)
     if not text:
-        raise ValueError("Cannot split an empty text: load the corpus first (see load_tinyshakespeare).")
+        raise ArgumentError("Cannot split an empty text: load the corpus first (see load_tinyshakespeare).")
     n_train = int(len(text) * train_fraction)
     return text[:n_train], text[n_train:]

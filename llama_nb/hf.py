@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .model import Llama, LlamaConfig
+from .core import ArgumentError
 
 _HF_LAYER_KEYS = {  # llama_nb name inside "layers.{i}." -> Hugging Face name inside "model.layers.{i}."
     "attention_norm.weight": "input_layernorm.weight",
@@ -28,8 +29,11 @@ _HF_LAYER_KEYS = {  # llama_nb name inside "layers.{i}." -> Hugging Face name in
     "feed_forward.w3.weight": "mlp.up_proj.weight",
     "feed_forward.w2.weight": "mlp.down_proj.weight",
 }
-_HF_TOP_KEYS = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-                "output.weight": "lm_head.weight"}
+_HF_TOP_KEYS = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
 
 
 def hf_key(name: str) -> str:
@@ -57,15 +61,15 @@ def llama_nb_key(hf_name: str) -> str:
 
 # %% ../notebooks/05b_transformers.ipynb #0d68c53e
 def to_hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
-    '''The model's weights under Hugging Face LlamaForCausalLM names (tensors shared with the model, detached).
+    """The model's weights under Hugging Face LlamaForCausalLM names (tensors shared with the model, detached).
     A tied output matrix appears as both `model.embed_tokens.weight` and `lm_head.weight`, as in HF's own
-    `state_dict()`, so `hf_model.load_state_dict(to_hf_state_dict(model))` works in both cases.'''
+    `state_dict()`, so `hf_model.load_state_dict(to_hf_state_dict(model))` works in both cases."""
     return {hf_key(name): t.detach() for name, t in model.state_dict().items()}
 
 
 def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaConfig) -> Llama:
-    '''A new `Llama(config)` holding the weights of a Hugging Face LlamaForCausalLM state dict. Tensors are
-    copied into the model's float32 parameters. Missing, unknown or mis-shaped tensors raise ValueError.'''
+    """A new `Llama(config)` holding the weights of a Hugging Face LlamaForCausalLM state dict. Tensors are
+    copied into the model's float32 parameters. Missing, unknown or mis-shaped tensors raise ValueError."""
     model = Llama(config)
     expected = model.state_dict()
     ours, unknown = {}, []
@@ -80,25 +84,35 @@ def from_hf_state_dict(state_dict: dict[str, torch.Tensor], config: LlamaConfig)
             unknown.append(hf_name)
             continue
         if tuple(t.shape) != tuple(expected[name].shape):
-            raise ValueError(f"{hf_name}: shape {tuple(t.shape)} does not match the config, "
-                             f"which needs {tuple(expected[name].shape)}")
+            raise ArgumentError(
+                f"{hf_name}: shape {tuple(t.shape)} does not match the config, "
+                f"which needs {tuple(expected[name].shape)}"
+            )
         ours[name] = t
     if config.tie_embeddings and "tok_embeddings.weight" in ours:
         head = ours.pop("output.weight", None)
         if head is not None and not torch.equal(head, ours["tok_embeddings.weight"]):
-            raise ValueError("tie_embeddings is True but lm_head.weight differs from model.embed_tokens.weight")
+            raise ArgumentError("tie_embeddings is True but lm_head.weight differs from model.embed_tokens.weight")
         ours["output.weight"] = ours["tok_embeddings.weight"]
     missing = [hf_key(n) for n in expected if n not in ours]
     if missing or unknown:
-        raise ValueError(f"state dict does not fit LlamaConfig: missing {missing[:5]}"
-                         f"{' ...' if len(missing) > 5 else ''}, unexpected {unknown[:5]}"
-                         f"{' ...' if len(unknown) > 5 else ''}")
+        raise ArgumentError(
+            f"state dict does not fit LlamaConfig: missing {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}, unexpected {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''}"
+        )
     model.load_state_dict(ours)
     return model
 
 # %% ../notebooks/05b_transformers.ipynb #3a9ded69
-def config_to_hf_dict(config: LlamaConfig, *, bos_token_id: int | None = None, eos_token_id: int | None = None,
-                      pad_token_id: int | None = None, dtype: str = "float32") -> dict:
+def config_to_hf_dict(
+    config: LlamaConfig,
+    *,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    dtype: str = "float32",
+) -> dict:
     "A Hugging Face LlamaConfig as a plain dict (the content of config.json); no transformers import needed."
     return {
         "architectures": ["LlamaForCausalLM"],
@@ -129,30 +143,30 @@ def config_to_hf_dict(config: LlamaConfig, *, bos_token_id: int | None = None, e
 
 
 def config_from_hf_dict(d: dict) -> LlamaConfig:
-    '''A LlamaConfig from a Hugging Face Llama config dict (config.json). Raises ValueError for other
-    architectures and for options llama_nb does not implement (RoPE scaling, biases, other activations...).'''
+    """A LlamaConfig from a Hugging Face Llama config dict (config.json). Raises ValueError for other
+    architectures and for options llama_nb does not implement (RoPE scaling, biases, other activations...)."""
     arch = d.get("architectures")
     if arch is not None and "LlamaForCausalLM" not in arch:
-        raise ValueError(f"unsupported architecture {arch}: only LlamaForCausalLM can be loaded")
+        raise ArgumentError(f"unsupported architecture {arch}: only LlamaForCausalLM can be loaded")
     if d.get("model_type", "llama") != "llama":
-        raise ValueError(f"unsupported model_type {d['model_type']!r}: only 'llama' can be loaded")
+        raise ArgumentError(f"unsupported model_type {d['model_type']!r}: only 'llama' can be loaded")
     needed = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"]
     if missing := [k for k in needed if k not in d]:
-        raise ValueError(f"Llama config is missing {missing}")
+        raise ArgumentError(f"Llama config is missing {missing}")
     rope, scaling = d.get("rope_parameters") or {}, d.get("rope_scaling")
     scaling_type = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
     if scaling is not None and scaling_type != "default":
-        raise ValueError(f"unsupported option rope_scaling={scaling}: llama_nb implements plain RoPE only")
+        raise ArgumentError(f"unsupported option rope_scaling={scaling}: llama_nb implements plain RoPE only")
     if rope.get("rope_type", "default") != "default" or set(rope) - {"rope_type", "rope_theta"}:
-        raise ValueError(f"unsupported option rope_parameters={rope}: llama_nb implements plain RoPE only")
+        raise ArgumentError(f"unsupported option rope_parameters={rope}: llama_nb implements plain RoPE only")
     for option in ("attention_bias", "mlp_bias"):
         if d.get(option, False):
-            raise ValueError(f"unsupported option {option}=True: llama_nb's linear layers have no bias")
+            raise ArgumentError(f"unsupported option {option}=True: llama_nb's linear layers have no bias")
     if d.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"unsupported option hidden_act={d['hidden_act']!r}: llama_nb's SwiGLU uses silu")
+        raise ArgumentError(f"unsupported option hidden_act={d['hidden_act']!r}: llama_nb's SwiGLU uses silu")
     n_heads = d["num_attention_heads"]
     if d.get("head_dim") not in (None, d["hidden_size"] // n_heads):
-        raise ValueError(
+        raise ArgumentError(
             f"unsupported option head_dim={d['head_dim']}: llama_nb needs hidden_size / num_attention_heads"
         )
     return LlamaConfig(
@@ -171,16 +185,16 @@ def config_from_hf_dict(d: dict) -> LlamaConfig:
 
 # %% ../notebooks/05b_transformers.ipynb #efb7bd0b
 def save_hf_pretrained(model: Llama, directory: str | os.PathLike, **config_kwargs) -> Path:
-    '''Write `config.json` and `model.safetensors` that `transformers.AutoModelForCausalLM.from_pretrained` loads
+    """Write `config.json` and `model.safetensors` that `transformers.AutoModelForCausalLM.from_pretrained` loads
     as a LlamaForCausalLM. `config_kwargs` (bos_token_id, eos_token_id, pad_token_id) go to config.json.
 
     The change appears all at once: the new directory is written under a temporary name beside `directory` (with
     copies of any other files already in it, e.g. a tokenizer), then swapped in by two renames. A reader, or a
     crash, never sees new weights beside an old config; if the process dies between the renames, the previous
-    version is left complete under `.NAME.old-*`.'''
+    version is left complete under `.NAME.old-*`."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{directory} exists and is not a directory: choose a directory path.")
+        raise ArgumentError(f"{directory} exists and is not a directory: choose a directory path.")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model)
     if model.config.tie_embeddings:
@@ -215,8 +229,8 @@ def save_hf_pretrained(model: Llama, directory: str | os.PathLike, **config_kwar
 
 
 def load_hf_pretrained(directory: str | os.PathLike) -> Llama:
-    '''Load a Hugging Face Llama directory (config.json + model.safetensors, or a sharded
-    model.safetensors.index.json) into a llama_nb `Llama`, on the CPU in float32.'''
+    """Load a Hugging Face Llama directory (config.json + model.safetensors, or a sharded
+    model.safetensors.index.json) into a llama_nb `Llama`, on the CPU in float32."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
@@ -232,8 +246,11 @@ def load_hf_pretrained(directory: str | os.PathLike) -> Llama:
         for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
             state_dict.update(load_file(directory / shard))
     else:
-        hint = " (only PyTorch pickles found: convert them to safetensors first)" if any(
-            directory.glob("pytorch_model*.bin")) else ""
+        hint = (
+            " (only PyTorch pickles found: convert them to safetensors first)"
+            if any(directory.glob("pytorch_model*.bin"))
+            else ""
+        )
         raise FileNotFoundError(f"no model.safetensors in {directory}{hint}")
     return from_hf_state_dict(state_dict, config)
 
@@ -247,7 +264,6 @@ def randomise(model, seed=0):
             noise = torch.randn(p.shape, generator=g)
             p.copy_(1 + 0.2 * noise if p.dim() == 1 else 0.1 * noise)
     return model
-
 
 # %% ../notebooks/05b_transformers.ipynb #b7e1d2a0
 def transformers_twin(model: Llama):

@@ -16,13 +16,14 @@ from torch import nn
 from .rmsnorm import RMSNorm
 from .rope import apply_rotary, precompute_rope_cache
 from .swiglu import SwiGLU, llama_hidden_dim
+from .core import ArgumentError, check_choice, check_int, check_number
 
 # %% ../notebooks/05_attention_and_block.ipynb #991e31d5
 def causal_mask(T: int, S: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     "Boolean (T, S) mask, True where query i may attend to key j: j <= i + (S - T) (queries are the last T of S)."
     S = T if S is None else S
     if not 1 <= T <= S:
-        raise ValueError(f"causal_mask: need 1 <= T <= S, got T={T}, S={S}")
+        raise ArgumentError(f"causal_mask: need 1 <= T <= S, got T={T}, S={S}")
     i = torch.arange(T, device=device)[:, None]  # (T, 1) query index
     j = torch.arange(S, device=device)[None, :]  # (1, S) key index
     return j <= i + (S - T)  # (T, S)
@@ -31,11 +32,11 @@ def causal_mask(T: int, S: int | None = None, device: torch.device | str | None 
 def naive_causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, return_weights: bool = False
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    '''Causal attention written out: scores, mask, softmax, weighted sum of the values.
+    """Causal attention written out: scores, mask, softmax, weighted sum of the values.
 
     q: (B, n_heads, T, head_dim); k, v: (B, n_kv_heads, S, head_dim) with S >= T, the queries being the last T
     of the S positions, and n_heads a multiple of n_kv_heads. Returns (B, n_heads, T, head_dim), and the
-    attention weights (B, n_heads, T, S) if `return_weights`.'''
+    attention weights (B, n_heads, T, S) if `return_weights`."""
     if q.shape[1] != k.shape[1]:  # grouped-query attention: share each key/value head between query heads
         k, v = repeat_kv(k, q.shape[1] // k.shape[1]), repeat_kv(v, q.shape[1] // v.shape[1])
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, n_heads, T, S)
@@ -47,8 +48,8 @@ def naive_causal_attention(
 
 # %% ../notebooks/05_attention_and_block.ipynb #8c48d2fb
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
-    '''Causal attention via PyTorch's fused `F.scaled_dot_product_attention`; the same maths as
-    `naive_causal_attention`. q: (B, n_heads, T, head_dim); k, v: (B, n_kv_heads, S, head_dim), S >= T.'''
+    """Causal attention via PyTorch's fused `F.scaled_dot_product_attention`; the same maths as
+    `naive_causal_attention`. q: (B, n_heads, T, head_dim); k, v: (B, n_kv_heads, S, head_dim), S >= T."""
     T, S = q.shape[-2], k.shape[-2]
     if T == S:  # training / prefill: SDPA applies the causal mask itself, without materialising it
         mask, is_causal = None, True
@@ -74,24 +75,11 @@ def config_field(default, help: str, **metadata) -> Field:
     themselves, and section 7.2 builds its command-line flags from them."""
     return field(default=default, metadata={"help": help, **metadata})
 
-
-def _check_int(name: str, value, minimum: int = 1, owner: str = "LlamaConfig") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value, low: float, high: float = math.inf, low_inclusive: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and (value >= low if low_inclusive else value > low) and value < high
-    if not ok:
-        interval = f"{'[' if low_inclusive else '('}{low}, {high})"
-        raise ValueError(f"LlamaConfig: {name} must be a number in {interval}, got {value!r}")
-
 # %% ../notebooks/05_attention_and_block.ipynb #ecb28185
 @dataclass
 class LlamaConfig:
-    '''Sizes and options of a Llama model. Validated on creation; `n_kv_heads` and `hidden_dim` may be None and
-    are then filled in (n_heads, and Llama's SwiGLU rule `llama_hidden_dim(dim, multiple_of)`).'''
+    """Sizes and options of a Llama model. Validated on creation; `n_kv_heads` and `hidden_dim` may be None and
+    are then filled in (n_heads, and Llama's SwiGLU rule `llama_hidden_dim(dim, multiple_of)`)."""
 
     vocab_size: int = config_field(1024, "tokens in the vocabulary")
     dim: int = config_field(256, "width of the residual stream")
@@ -108,30 +96,28 @@ class LlamaConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "multiple_of", "max_seq_len"):
-            _check_int(name, getattr(self, name))
+            setattr(self, name, check_int(name, getattr(self, name), 1, owner="LlamaConfig"))
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
-        _check_int("n_kv_heads", self.n_kv_heads)
+        self.n_kv_heads = check_int("n_kv_heads", self.n_kv_heads, 1, owner="LlamaConfig")
         if self.dim % self.n_heads:
-            raise ValueError(f"LlamaConfig: dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+            raise ArgumentError(f"LlamaConfig: dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if self.head_dim % 2:
-            raise ValueError(
+            raise ArgumentError(
                 f"LlamaConfig: head_dim = dim / n_heads = {self.head_dim} must be even (RoPE rotates pairs)"
             )
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(
+            raise ArgumentError(
                 f"LlamaConfig: n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads}): "
                 "each key/value head serves a whole group of query heads"
             )
         if self.hidden_dim is None:
             self.hidden_dim = llama_hidden_dim(self.dim, self.multiple_of)
-        _check_int("hidden_dim", self.hidden_dim)
-        _check_float("rope_theta", self.rope_theta, 1.0)
-        _check_float("norm_eps", self.norm_eps, 0.0)
-        _check_float("dropout", self.dropout, 0.0, 1.0, low_inclusive=True)
-        if not isinstance(self.tie_embeddings, bool):
-            raise ValueError(f"LlamaConfig: tie_embeddings must be True or False, got {self.tie_embeddings!r}")
-        self.rope_theta, self.norm_eps, self.dropout = float(self.rope_theta), float(self.norm_eps), float(self.dropout)
+        self.hidden_dim = check_int("hidden_dim", self.hidden_dim, 1, owner="LlamaConfig")
+        self.rope_theta = check_number("rope_theta", self.rope_theta, 1, low_open=True, owner="LlamaConfig")
+        self.norm_eps = check_number("norm_eps", self.norm_eps, 0, low_open=True, owner="LlamaConfig")
+        self.dropout = check_number("dropout", self.dropout, 0, 1, high_open=True, owner="LlamaConfig")
+        check_choice("tie_embeddings", self.tie_embeddings, (False, True), owner="LlamaConfig")
 
     @property
     def head_dim(self) -> int:
@@ -146,17 +132,25 @@ class LlamaConfig:
         "Inverse of `to_dict`; unknown keys are an error, not silently dropped."
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"LlamaConfig.from_dict: unknown keys {unknown}")
+            raise ArgumentError(f"LlamaConfig.from_dict: unknown keys {unknown}")
         return cls(**d)
 
 # %% ../notebooks/05_attention_and_block.ipynb #7f2be26e
 class KVCache:
-    '''Keys and values of every layer for incremental decoding, pre-allocated as
+    """Keys and values of every layer for incremental decoding, pre-allocated as
     (n_layers, batch_size, n_kv_heads, max_seq_len, head_dim). `pos` is the number of positions stored; the
-    next forward pass writes at pos.. and `Llama.forward` advances it. Make one with `Llama.new_cache`.'''
+    next forward pass writes at pos.. and `Llama.forward` advances it. Make one with `Llama.new_cache`."""
 
-    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_seq_len: int, head_dim: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        max_seq_len: int,
+        head_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         shape = (n_layers, batch_size, n_kv_heads, max_seq_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
@@ -174,7 +168,7 @@ class KVCache:
         "Store k, v (B, n_kv_heads, T, head_dim) at positions pos..pos+T-1 of `layer`; return all stored so far."
         end = self.pos + k.shape[-2]
         if end > self.max_seq_len:
-            raise ValueError(f"KVCache: {self.pos} + {k.shape[-2]} positions exceed max_seq_len {self.max_seq_len}")
+            raise ArgumentError(f"KVCache: {self.pos} + {k.shape[-2]} positions exceed max_seq_len {self.max_seq_len}")
         self.k[layer, :, :, self.pos : end] = k
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, n_kv_heads, pos + T, head_dim)
@@ -200,8 +194,9 @@ class Attention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer_idx: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer_idx: int = 0
+    ) -> torch.Tensor:
         "x: (B, T, dim); cos, sin: the RoPE cache (max_seq_len, head_dim). Returns (B, T, dim)."
         B, T, _ = x.shape
         offset = 0 if cache is None else cache.pos  # absolute position of x[:, 0]
@@ -228,8 +223,9 @@ class TransformerBlock(nn.Module):
         self.feed_forward = SwiGLU(config.dim, config.hidden_dim)
         self.ffn_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None
+    ) -> torch.Tensor:
         "x: (B, T, dim) -> (B, T, dim)."
         h = x + self.attention(self.attention_norm(x), cos, sin, cache, self.layer_idx)
         out = self.feed_forward(self.ffn_norm(h))
@@ -239,14 +235,15 @@ class TransformerBlock(nn.Module):
 def _check_ids(name: str, ids, vocab_size: int, allow_ignore: bool = False) -> None:
     "Clear errors for token-id tensors that nn.Embedding or cross_entropy would reject with an obscure message."
     if not isinstance(ids, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+        raise ArgumentError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor (torch.long) of token ids, got dtype {ids.dtype}")
+        raise ArgumentError(f"{name} must be an integer tensor (torch.long) of token ids, got dtype {ids.dtype}")
     if ids.dim() != 2:
-        raise ValueError(f"{name} must have shape (batch, seq_len), got {tuple(ids.shape)}; "
-                         "for a single sequence use ids[None]")
+        raise ArgumentError(
+            f"{name} must have shape (batch, seq_len), got {tuple(ids.shape)}; for a single sequence use ids[None]"
+        )
     if ids.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(ids.shape)}): need at least one sequence of one token")
+        raise ArgumentError(f"{name} is empty (shape {tuple(ids.shape)}): need at least one sequence of one token")
     if torch.compiler.is_compiling():  # reading `bad` back would break the compiled graph (and wait for a GPU)
         return
     bad = (ids < 0) | (ids >= vocab_size)
@@ -254,7 +251,7 @@ def _check_ids(name: str, ids, vocab_size: int, allow_ignore: bool = False) -> N
         bad &= ids != -100
     if bool(bad.any()):
         allowed = f"[0, {vocab_size})" + (" or -100 (ignored)" if allow_ignore else "")
-        raise ValueError(f"{name} must be in {allowed}, got {int(ids[bad][0])}")
+        raise ArgumentError(f"{name} must be in {allowed}, got {int(ids[bad][0])}")
 
 # %% ../notebooks/05_attention_and_block.ipynb #8936281c
 class Llama(nn.Module):
@@ -263,7 +260,7 @@ class Llama(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
         if not isinstance(config, LlamaConfig):
-            raise TypeError(f"Llama expects a LlamaConfig, got {type(config).__name__}")
+            raise ArgumentError(f"Llama expects a LlamaConfig, got {type(config).__name__}")
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layers))
@@ -287,24 +284,27 @@ class Llama(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        '''idx: (B, T) token ids. Returns logits (B, T, vocab_size) in float32 and the mean cross-entropy against
-        `targets` (B, T) (-100 ignored), or None. With `cache`, idx continues the cached sequence at cache.pos.'''
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, T) token ids. Returns logits (B, T, vocab_size) in float32 and the mean cross-entropy against
+        `targets` (B, T) (-100 ignored), or None. With `cache`, idx continues the cached sequence at cache.pos."""
         V = self.config.vocab_size
         _check_ids("idx", idx, V)
         B, T = idx.shape
         offset, limit = 0, self.config.max_seq_len
         if cache is not None:
             if cache.batch_size != B:
-                raise ValueError(f"cache was made for batch size {cache.batch_size}, idx has batch size {B}")
+                raise ArgumentError(f"cache was made for batch size {cache.batch_size}, idx has batch size {B}")
             offset, limit = cache.pos, min(limit, cache.max_seq_len)
         if offset + T > limit:
-            raise ValueError(f"sequence too long: {offset} cached + {T} new positions > max_seq_len {limit}")
+            raise ArgumentError(f"sequence too long: {offset} cached + {T} new positions > max_seq_len {limit}")
         if targets is not None:
             _check_ids("targets", targets, V, allow_ignore=True)
             if targets.shape != idx.shape:
-                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}")
+                raise ArgumentError(
+                    f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}"
+                )
 
         x = self.tok_embeddings(idx)  # (B, T, dim)
         for layer in self.layers:
@@ -319,10 +319,9 @@ class Llama(nn.Module):
 
     def new_cache(self, batch_size: int, max_seq_len: int | None = None) -> KVCache:
         "An empty KV cache for `batch_size` sequences of up to `max_seq_len` (default: the config's) positions."
-        _check_int("batch_size", batch_size, owner="new_cache")
+        check_int("batch_size", batch_size, 1, owner="new_cache")
         n = self.config.max_seq_len if max_seq_len is None else max_seq_len
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.config.max_seq_len:
-            raise ValueError(f"cache max_seq_len must be an int in [1, {self.config.max_seq_len}], got {n!r}")
+        n = check_int("max_seq_len", n, 1, self.config.max_seq_len, owner="new_cache")
         c, w = self.config, self.tok_embeddings.weight
         return KVCache(c.n_layers, batch_size, c.n_kv_heads, n, c.head_dim, device=w.device, dtype=w.dtype)
 
@@ -365,4 +364,3 @@ def is_causal_model(model, T=12, seed=0):
             if torch.allclose(new[:, t + 1], base[:, t + 1], atol=1e-6, rtol=0):
                 return False
     return True
-

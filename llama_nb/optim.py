@@ -12,6 +12,7 @@ from contextlib import nullcontext
 
 import torch
 from torch import nn
+from .core import ArgumentError, check_number
 
 
 def decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
@@ -26,15 +27,22 @@ def decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
     return decay, no_decay
 
 
-def configure_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
-                        betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
-                        fused: bool | None = None) -> torch.optim.AdamW:
+def configure_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+    eps: float = 1e-8,
+    fused: bool | None = None,
+) -> torch.optim.AdamW:
     """AdamW with two parameter groups: `weight_decay` on the matrices of `decay_groups`, none on the rest.
     `fused=True` updates all parameters in a few CUDA kernels (Chapter 7); None lets PyTorch choose."""
     decay, no_decay = decay_groups(model)
     params = dict(model.named_parameters())
-    groups = [{"params": [params[n] for n in decay], "weight_decay": weight_decay},
-              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+    groups = [
+        {"params": [params[n] for n in decay], "weight_decay": weight_decay},
+        {"params": [params[n] for n in no_decay], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 # %% ../notebooks/06b_optimizer.ipynb #c019
@@ -52,15 +60,22 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps:
 from collections.abc import Callable
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-               next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], lr: float,
-               grad_accum_steps: int = 1, grad_clip: float = 1.0, *, amp_dtype: torch.dtype = torch.float32,
-               scaler: torch.amp.GradScaler | None = None,
-               read_back: bool = True) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    grad_accum_steps: int = 1,
+    grad_clip: float = 1.0,
+    *,
+    amp_dtype: torch.dtype = torch.float32,
+    scaler: torch.amp.GradScaler | None = None,
+    read_back: bool = True,
+) -> tuple[float | torch.Tensor, float | torch.Tensor]:
     """One optimizer step: set the learning rate, accumulate gradients over `grad_accum_steps` micro-batches from
     `next_batch()`, clip their global norm to `grad_clip` (0: no clipping) and step. Returns the mean loss of the
     micro-batches and the gradient norm before clipping, as floats; with `read_back=False` as 0-dim tensors on the
-    model's device instead, so that the CPU need not wait for a GPU to finish the step (section 6.5 reads them back
+    model's device instead, so that the CPU need not wait for a GPU to finish the step (section 6.6 reads them back
     every few steps).
 
     Two keyword arguments are for Chapter 7 and do nothing by default: `amp_dtype` runs the forward pass under
@@ -104,8 +119,7 @@ class EMA:
     reads nothing back, so a GPU need not wait for it. `applied(model)` swaps them in for evaluation."""
 
     def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be a number in (0, 1), such as 0.99, got {decay!r}.")
+        check_number("decay", decay, 0, 1, low_open=True, high_open=True, hint="such as 0.99", owner="EMA")
         self.decay, self.warmup, self.updates = float(decay), bool(warmup), 0
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]  # tied weights once
         self.names = [name for name, _ in named]
@@ -119,7 +133,7 @@ class EMA:
     def _params(self, model: nn.Module) -> list[torch.Tensor]:
         params = dict(model.named_parameters())
         if missing := [n for n in self.names if n not in params]:
-            raise ValueError(f"This EMA was made for another model: it has no parameters {missing[:3]}.")
+            raise ArgumentError(f"This EMA was made for another model: it has no parameters {missing[:3]}.")
         return [params[n].detach() for n in self.names]
 
     @torch.no_grad()
@@ -145,14 +159,18 @@ class EMA:
                 torch._foreach_copy_(self._params(model), saved)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "warmup": self.warmup, "updates": self.updates,
-                "averages": dict(zip(self.names, self.averages))}
+        return {
+            "decay": self.decay,
+            "warmup": self.warmup,
+            "updates": self.updates,
+            "averages": dict(zip(self.names, self.averages)),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         "Restore a `state_dict()`; the parameter names and shapes must match this EMA's model."
         averages = state["averages"]
         if list(averages) != self.names or any(a.shape != b.shape for a, b in zip(averages.values(), self.averages)):
-            raise ValueError("The saved EMA belongs to a model with other parameters (names or shapes differ).")
+            raise ArgumentError("The saved EMA belongs to a model with other parameters (names or shapes differ).")
         self.decay, self.warmup, self.updates = float(state["decay"]), bool(state["warmup"]), int(state["updates"])
         with torch.no_grad():
             torch._foreach_copy_(self.averages, [a.to(self.averages[0].device) for a in averages.values()])
@@ -194,22 +212,33 @@ class MuonAdamW:
 
     def load_state_dict(self, state: dict) -> None:
         if not isinstance(state, dict) or set(state) != {"muon", "adamw"}:
-            raise ValueError("This optimizer state was not saved by MuonAdamW (optimizer='muon'): resume with the "
-                             "optimizer the run was trained with.")
+            raise ArgumentError(
+                "This optimizer state was not saved by MuonAdamW (optimizer='muon'): resume with the "
+                "optimizer the run was trained with."
+            )
         self.muon.load_state_dict(state["muon"])
         self.adamw.load_state_dict(state["adamw"])
 
 
-def configure_muon(model: nn.Module, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
-                   momentum: float = 0.95, fused: bool | None = None) -> MuonAdamW:
+def configure_muon(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+    momentum: float = 0.95,
+    fused: bool | None = None,
+) -> MuonAdamW:
     """Muon (`adjust_lr_fn="match_rms_adamw"`, so `lr` and `weight_decay` mean what they mean for AdamW) on the
     matrices of `muon_groups`; AdamW with `betas` on the rest, decayed as `configure_optimizer` would."""
     hidden, rest = muon_groups(model)
     params, (decay, _) = dict(model.named_parameters()), decay_groups(model)
-    muon = torch.optim.Muon([params[n] for n in hidden], lr=lr, weight_decay=weight_decay, momentum=momentum,
-                            adjust_lr_fn="match_rms_adamw")
-    groups = [{"params": [params[n] for n in rest if n in decay], "weight_decay": weight_decay},
-              {"params": [params[n] for n in rest if n not in decay], "weight_decay": 0.0}]
+    muon = torch.optim.Muon(
+        [params[n] for n in hidden], lr=lr, weight_decay=weight_decay, momentum=momentum, adjust_lr_fn="match_rms_adamw"
+    )
+    groups = [
+        {"params": [params[n] for n in rest if n in decay], "weight_decay": weight_decay},
+        {"params": [params[n] for n in rest if n not in decay], "weight_decay": 0.0},
+    ]
     adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, fused=fused)
     return MuonAdamW(muon, adamw)
 
@@ -217,12 +246,17 @@ def configure_muon(model: nn.Module, lr: float, weight_decay: float = 0.1, betas
 OPTIMIZERS = ("adamw", "muon")  # the choices of TrainConfig.optimizer (section 6.5)
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.1,
-                    betas: tuple[float, float] = (0.9, 0.95),
-                    fused: bool | None = None) -> torch.optim.AdamW | MuonAdamW:
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+    fused: bool | None = None,
+) -> torch.optim.AdamW | MuonAdamW:
     "The optimizer `name`: AdamW for every parameter (`configure_optimizer`) or Muon with AdamW (`configure_muon`)."
     if name == "adamw":
         return configure_optimizer(model, lr, weight_decay, betas, fused=fused)
     if name == "muon":
         return configure_muon(model, lr, weight_decay, betas, fused=fused)
-    raise ValueError(f"Unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}.")
+    raise ArgumentError(f"Unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}.")

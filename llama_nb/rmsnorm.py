@@ -7,6 +7,7 @@ __all__ = ['RMSNorm', 'normalises_each_position']
 # RMSNorm (Chapter 2): root-mean-square normalisation with a learned gain, statistics in float32.
 import torch
 from torch import nn
+from .core import ArgumentError
 
 # %% ../notebooks/02_rmsnorm.ipynb #72448a30
 class RMSNorm(nn.Module):
@@ -20,16 +21,16 @@ class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         if dim <= 0:
-            raise ValueError(f"RMSNorm: dim must be positive, got {dim}")
+            raise ArgumentError(f"RMSNorm: dim must be positive, got {dim}")
         if eps < 0:
-            raise ValueError(f"RMSNorm: eps must be non-negative, got {eps}")
+            raise ArgumentError(f"RMSNorm: eps must be non-negative, got {eps}")
         self.dim = dim
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))  # the gain g, (dim,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.dim:
-            raise ValueError(
+            raise ArgumentError(
                 f"RMSNorm: expected the last dimension of the input to be {self.dim}, "
                 f"got {x.shape[-1]} (input shape {tuple(x.shape)})"
             )
@@ -49,8 +50,7 @@ def normalises_each_position(norm, B=2, T=6, dim=16, seed=0):
     y = norm(x)
     for t in range(T - 1):
         x2 = x.clone()
-        x2[:, t + 1:] = 5 * torch.randn(B, T - t - 1, dim, generator=g)  # a different future
+        x2[:, t + 1 :] = 5 * torch.randn(B, T - t - 1, dim, generator=g)  # a different future
         if not torch.allclose(norm(x2)[:, : t + 1], y[:, : t + 1], rtol=1e-6, atol=1e-6):
             return False
     return True
-

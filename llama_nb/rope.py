@@ -8,12 +8,13 @@ __all__ = ['rope_frequencies', 'precompute_rope_cache', 'rotate_half', 'apply_ro
 # Rotary position embeddings (Chapter 3): the cos/sin cache, the split-half rotation, and the weight permutation
 # between Meta's interleaved and Hugging Face's split-half layouts.
 import torch
+from .core import ArgumentError
 
 # %% ../notebooks/03_rope.ipynb #0ba3a6b8
 def _check_head_dim(head_dim: int) -> None:
     """RoPE rotates pairs of features, so the head dimension must be positive and even."""
     if head_dim <= 0 or head_dim % 2 != 0:
-        raise ValueError(
+        raise ArgumentError(
             f"RoPE needs a positive, even head dimension (it rotates pairs of features), got {head_dim}"
         )
 
@@ -22,7 +23,7 @@ def rope_frequencies(head_dim: int, base: float = 10000.0) -> torch.Tensor:
     """The frequency ladder theta_i = base**(-2i / head_dim) for i = 0 .. head_dim/2 - 1, float32 (head_dim//2,)."""
     _check_head_dim(head_dim)
     if base <= 1:
-        raise ValueError(f"RoPE base (rope_theta) must be greater than 1, got {base}")
+        raise ArgumentError(f"RoPE base (rope_theta) must be greater than 1, got {base}")
     exponents = torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim  # 2i/d, (head_dim//2,)
     return 1.0 / (base**exponents)
 
@@ -36,7 +37,7 @@ def precompute_rope_cache(
     cos = cat([cos(m theta), cos(m theta)], -1), because pair i is made of features i and i + d/2.
     """
     if max_seq_len <= 0:
-        raise ValueError(f"max_seq_len must be positive, got {max_seq_len}")
+        raise ArgumentError(f"max_seq_len must be positive, got {max_seq_len}")
     inv_freq = rope_frequencies(head_dim, base).to(device)  # (head_dim//2,)
     positions = torch.arange(max_seq_len, dtype=torch.float32, device=device)  # (max_seq_len,)
     angles = positions[:, None] * inv_freq[None, :]  # (max_seq_len, head_dim//2)
@@ -59,14 +60,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, offset: 
     head_dim, T = x.shape[-1], x.shape[-2]
     _check_head_dim(head_dim)
     if cos.ndim != 2 or cos.shape != sin.shape or cos.shape[-1] != head_dim:
-        raise ValueError(
+        raise ArgumentError(
             f"RoPE cache must be two (max_seq_len, {head_dim}) tensors, got cos {tuple(cos.shape)} "
             f"and sin {tuple(sin.shape)}"
         )
     if offset < 0:
-        raise ValueError(f"RoPE offset must be non-negative, got {offset}")
+        raise ArgumentError(f"RoPE offset must be non-negative, got {offset}")
     if offset + T > cos.shape[0]:
-        raise ValueError(
+        raise ArgumentError(
             f"RoPE positions {offset}..{offset + T - 1} go beyond the cache of max_seq_len={cos.shape[0]}; "
             f"enlarge max_seq_len"
         )
@@ -84,16 +85,13 @@ def scores_depend_only_on_distance(rotate, head_dim=32, L=128, seed=0, tol=1e-4)
     S = (rotate(q) @ rotate(k).transpose(-1, -2))[0, 0]  # (L, L)
     return torch.allclose(S[1:, 1:], S[:-1, :-1], rtol=tol, atol=tol)
 
-
 # %% ../notebooks/03_rope.ipynb #2c089da3
 def _check_qk_weight(w: torch.Tensor, n_heads: int) -> tuple[int, int]:
     """Validate a q/k projection weight (n_heads * head_dim, in_features); return its shape."""
     if w.ndim != 2:
-        raise ValueError(f"expected a 2-D projection weight (out_features, in_features), got shape {tuple(w.shape)}")
+        raise ArgumentError(f"expected a 2-D projection weight (out_features, in_features), got shape {tuple(w.shape)}")
     if n_heads <= 0 or w.shape[0] % n_heads != 0 or (w.shape[0] // n_heads) % 2 != 0:
-        raise ValueError(
-            f"out_features={w.shape[0]} must be n_heads={n_heads} times an even head dimension"
-        )
+        raise ArgumentError(f"out_features={w.shape[0]} must be n_heads={n_heads} times an even head dimension")
     return w.shape[0], w.shape[1]
 
 

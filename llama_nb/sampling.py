@@ -5,19 +5,19 @@ __all__ = ['top_k_filter', 'top_p_filter', 'check_sampling_args', 'generate', 'g
 
 # %% ../notebooks/06c_sampling.ipynb #c025
 # Generating text (Chapter 6.3): greedy decoding, temperature, top-k and top-p sampling, with the KV cache.
-import math
 
 import torch
+from .core import ArgumentError, check_int, check_number
 
 
 def _check_top_k(k) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"top_k must be an int >= 0 (0 turns it off), got {k!r}.")
+        raise ArgumentError(f"top_k must be an int >= 0 (0 turns it off), got {k!r}.")
 
 
 def _check_top_p(p) -> None:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:  # also rejects NaN
-        raise ValueError(f"top_p must be in (0, 1] (1 turns it off), got {p!r}.")
+        raise ArgumentError(f"top_p must be in (0, 1] (1 turns it off), got {p!r}.")
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -49,24 +49,31 @@ from .model import Llama
 from .tokenizer import EOS_ID
 
 
-def check_sampling_args(max_new_tokens: int, *, greedy: bool = False, temperature: float = 1.0, top_k: int = 0,
-                        top_p: float = 1.0) -> None:
+def check_sampling_args(
+    max_new_tokens: int, *, greedy: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> None:
     "Raise a ValueError that says what to do unless these are valid arguments of `generate` (before any work)."
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
+    check_int("max_new_tokens", max_new_tokens, 0)
     if not greedy:
-        bad_type = isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-        if bad_type or not 0.0 < temperature < math.inf:
-            raise ValueError(f"temperature must be a number > 0 when sampling, got {temperature!r}; use "
-                             "greedy=True for the most likely token.")
+        check_number("temperature", temperature, 0, low_open=True, hint="greedy=True picks the most likely token")
         _check_top_k(top_k)
         _check_top_p(top_p)
 
 
 @torch.no_grad()
-def generate(model: Llama, prompt_ids: list[int] | torch.Tensor, max_new_tokens: int, *, greedy: bool = False,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-             eos_id: int | None = EOS_ID, use_cache: bool = True) -> list[int]:
+def generate(
+    model: Llama,
+    prompt_ids: list[int] | torch.Tensor,
+    max_new_tokens: int,
+    *,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    eos_id: int | None = EOS_ID,
+    use_cache: bool = True,
+) -> list[int]:
     """Continue the token ids `prompt_ids` by up to `max_new_tokens` tokens and return the new ones.
 
     `greedy` takes the most likely token. Otherwise: sample from softmax(logits / temperature) after `top_k` and
@@ -76,12 +83,14 @@ def generate(model: Llama, prompt_ids: list[int] | torch.Tensor, max_new_tokens:
     prompt = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else [int(t) for t in prompt_ids]
     V, max_len = model.config.vocab_size, model.config.max_seq_len
     if not prompt:
-        raise ValueError("The prompt is empty: give at least one token of context (e.g. the id of a newline).")
+        raise ArgumentError("The prompt is empty: give at least one token of context (e.g. the id of a newline).")
     if len(prompt) > max_len:
-        raise ValueError(f"The prompt has {len(prompt)} tokens but the model's context (max_seq_len) is {max_len}: "
-                         "shorten the prompt.")
+        raise ArgumentError(
+            f"The prompt has {len(prompt)} tokens but the model's context (max_seq_len) is {max_len}: "
+            "shorten the prompt."
+        )
     if any(not 0 <= t < V for t in prompt):
-        raise ValueError(f"Prompt token ids must be in [0, {V}); got {[t for t in prompt if not 0 <= t < V][:5]}.")
+        raise ArgumentError(f"Prompt token ids must be in [0, {V}); got {[t for t in prompt if not 0 <= t < V][:5]}.")
     check_sampling_args(max_new_tokens, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed) if seed is not None and not greedy else None
@@ -115,6 +124,6 @@ def generate(model: Llama, prompt_ids: list[int] | torch.Tensor, max_new_tokens:
 def generate_text(model: Llama, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 100, **kwargs) -> str:
     "Encode `prompt` (no special tokens), `generate` (same keyword arguments) and decode prompt + continuation."
     if not prompt:
-        raise ValueError("The prompt is empty: give at least one character of context, e.g. a newline.")
+        raise ArgumentError("The prompt is empty: give at least one character of context, e.g. a newline.")
     ids = tokenizer.encode(prompt, add_special_tokens=False).ids
     return tokenizer.decode(ids + generate(model, ids, max_new_tokens, **kwargs))  # [EOS] is not printed

@@ -8,16 +8,17 @@ __all__ = ['llama_hidden_dim', 'SwiGLU', 'matches_mlp_budget', 'zero_in_zero_out
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .core import ArgumentError
 
 # %% ../notebooks/04_swiglu.ipynb #d51ea841
 def llama_hidden_dim(dim: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None) -> int:
     """Llama's SwiGLU hidden size: 2/3 * 4 * dim, optionally scaled, rounded up to a multiple of `multiple_of`."""
     if dim <= 0:
-        raise ValueError(f"llama_hidden_dim: dim must be positive, got {dim}")
+        raise ArgumentError(f"llama_hidden_dim: dim must be positive, got {dim}")
     if multiple_of <= 0:
-        raise ValueError(f"llama_hidden_dim: multiple_of must be positive, got {multiple_of}")
+        raise ArgumentError(f"llama_hidden_dim: multiple_of must be positive, got {multiple_of}")
     if ffn_dim_multiplier is not None and ffn_dim_multiplier <= 0:
-        raise ValueError(f"llama_hidden_dim: ffn_dim_multiplier must be positive, got {ffn_dim_multiplier}")
+        raise ArgumentError(f"llama_hidden_dim: ffn_dim_multiplier must be positive, got {ffn_dim_multiplier}")
     hidden = int(2 * 4 * dim / 3)  # three matrices instead of two: keep the 8 d^2 budget of a 4d MLP
     if ffn_dim_multiplier is not None:
         hidden = int(ffn_dim_multiplier * hidden)
@@ -34,7 +35,7 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         if dim <= 0 or hidden_dim <= 0:
-            raise ValueError(f"SwiGLU: dim and hidden_dim must be positive, got dim={dim}, hidden_dim={hidden_dim}")
+            raise ArgumentError(f"SwiGLU: dim and hidden_dim must be positive, got dim={dim}, hidden_dim={hidden_dim}")
         self.dim, self.hidden_dim = dim, hidden_dim
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)  # gate
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)  # up
@@ -42,7 +43,7 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.dim:
-            raise ValueError(
+            raise ArgumentError(
                 f"SwiGLU: expected the last dimension of the input to be {self.dim}, got {x.shape[-1]} "
                 f"(input shape {tuple(x.shape)})"
             )
@@ -55,11 +56,9 @@ def matches_mlp_budget(ffn, dim, multiple_of):
     n_params = sum(p.numel() for p in ffn.parameters())
     return abs(n_params - 8 * dim * dim) <= 3 * dim * multiple_of
 
-
 # %% ../notebooks/04_swiglu.ipynb #swiglu-zero-in-zero-out
 # A property checker, used here and by tests/ (like torch.testing).
 def zero_in_zero_out(ffn, dim):
     """True if ffn(0) == 0, which holds for a bias-free SwiGLU."""
     with torch.no_grad():
         return bool((ffn(torch.zeros(1, dim)) == 0).all())
-

@@ -8,6 +8,7 @@ __all__ = ['SPECIAL_TOKENS', 'UNK_ID', 'PAD_ID', 'BOS_ID', 'EOS_ID', 'DEFAULT_VO
 # %% ../notebooks/01_tokenizer.ipynb #c003
 # The tokenizer (Chapter 1): byte-level BPE trained with Hugging Face `tokenizers`, with the book's special tokens.
 from collections import Counter
+from .core import ArgumentError, LlamaNBError, check_int, check_number, write_atomic
 
 
 def _merge_pair(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
@@ -26,7 +27,7 @@ def _merge_pair(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, .
 def toy_bpe(text: str, n_merges: int) -> list[tuple[tuple[str, str], int]]:
     "Learn up to `n_merges` BPE merges on the space-separated words of `text`; returns (pair, count) per merge."
     if n_merges < 0:
-        raise ValueError(f"n_merges must be >= 0, got {n_merges}.")
+        raise ArgumentError(f"n_merges must be >= 0, got {n_merges}.")
     corpus = Counter(tuple(word) for word in text.split())
     merges = []
     for _ in range(n_merges):
@@ -52,7 +53,6 @@ def toy_bpe_encode(word: str, merges: list[tuple[tuple[str, str], int]]) -> tupl
 # %% ../notebooks/01_tokenizer.ipynb #c011
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -64,21 +64,23 @@ DEFAULT_VOCAB_SIZE = 2048  # chosen in Chapter 1 by measurement on the validatio
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # every byte plus the special tokens
 
 
-def train_tokenizer(text: str | Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE,
-                    min_frequency: int = 2) -> Tokenizer:
+def train_tokenizer(
+    text: str | Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, min_frequency: int = 2
+) -> Tokenizer:
     "Train a byte-level BPE tokenizer with `[UNK] [PAD] [BOS] [EOS]` (ids 0-3) and a `[BOS] $A [EOS]` template."
-    if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size must be an int >= {MIN_VOCAB_SIZE} (256 bytes + {len(SPECIAL_TOKENS)} "
-                         f"special tokens), got {vocab_size!r}.")
+    check_int("vocab_size", vocab_size, MIN_VOCAB_SIZE, hint=f"256 bytes + {len(SPECIAL_TOKENS)} special tokens")
     texts = [text] if isinstance(text, str) else list(text)
     if not any(texts):
-        raise ValueError("Cannot train a tokenizer on empty text.")
+        raise ArgumentError("Cannot train a tokenizer on empty text.")
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
@@ -87,44 +89,40 @@ def train_tokenizer(text: str | Iterable[str], vocab_size: int = DEFAULT_VOCAB_S
     return tok
 
 # %% ../notebooks/01_tokenizer.ipynb #c021
-class TokenizerError(ValueError):
+class TokenizerError(LlamaNBError, ValueError):
     "A tokenizer file is missing, corrupt, or not one of ours. The message says what to do."
 
 
 def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> Path:
     "Write `tokenizer` to `path` (a `tokenizer.json`) atomically."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(tokenizer.to_str())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_atomic(path, tokenizer.to_str())
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     "Load a `tokenizer.json` written by `save_tokenizer`, checking the special-token ids."
     path = Path(path)
     if not path.is_file():
-        raise TokenizerError(f"No tokenizer file at {path}. Train one with train_tokenizer() and save it with "
-                             "save_tokenizer(), or fix the path.")
+        raise TokenizerError(
+            f"No tokenizer file at {path}. Train one with train_tokenizer() and save it with "
+            "save_tokenizer(), or fix the path."
+        )
     try:
         json.loads(path.read_text(encoding="utf-8"))
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:  # json, UnicodeDecodeError, or the Rust parser's exception
-        raise TokenizerError(f"{path} is not a valid tokenizer.json ({type(e).__name__}: {e}). "
-                             "It may be truncated or corrupt: delete it and save the tokenizer again.") from e
+        raise TokenizerError(
+            f"{path} is not a valid tokenizer.json ({type(e).__name__}: {e}). "
+            "It may be truncated or corrupt: delete it and save the tokenizer again."
+        ) from e
     ids = [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS]
     if ids != [UNK_ID, PAD_ID, BOS_ID, EOS_ID]:
-        raise TokenizerError(f"{path} has special-token ids {dict(zip(SPECIAL_TOKENS, ids))}; this book expects "
-                             f"{SPECIAL_TOKENS} at ids 0-3. Re-train it with llama_nb.tokenizer.train_tokenizer().")
+        raise TokenizerError(
+            f"{path} has special-token ids {dict(zip(SPECIAL_TOKENS, ids))}; this book expects "
+            f"{SPECIAL_TOKENS} at ids 0-3. Re-train it with llama_nb.tokenizer.train_tokenizer()."
+        )
     return tokenizer
 
 # %% ../notebooks/01_tokenizer.ipynb #d002
-import numbers
 import re
 from collections.abc import Callable, Iterator
 
@@ -134,14 +132,17 @@ import numpy as np
 def _bpe_tables(tokenizer: Tokenizer) -> tuple[dict[str, int], dict[tuple[int, int], int], list[int]]:
     "The vocabulary, each merge's rank keyed by its (left id, right id) pair, and the id each merge creates."
     if not isinstance(tokenizer, Tokenizer):
-        raise ValueError(f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}.")
+        raise ArgumentError(f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}.")
     model = json.loads(tokenizer.to_str())["model"]
     if model["type"] != "BPE":
-        raise ValueError(f"BPE-dropout needs a BPE tokenizer, but this one's model is {model['type']}.")
-    if tokenizer.normalizer or any(model.get(k) for k in ("ignore_merges", "continuing_subword_prefix",
-                                                          "end_of_word_suffix")):
-        raise ValueError("Only plain byte-level BPE tokenizers like train_tokenizer's are supported: no normalizer, "
-                         "ignore_merges, continuing_subword_prefix or end_of_word_suffix.")
+        raise ArgumentError(f"BPE-dropout needs a BPE tokenizer, but this one's model is {model['type']}.")
+    if tokenizer.normalizer or any(
+        model.get(k) for k in ("ignore_merges", "continuing_subword_prefix", "end_of_word_suffix")
+    ):
+        raise ArgumentError(
+            "Only plain byte-level BPE tokenizers like train_tokenizer's are supported: no normalizer, "
+            "ignore_merges, continuing_subword_prefix or end_of_word_suffix."
+        )
     vocab, ranks, merged = model["vocab"], {}, []
     for rank, merge in enumerate(model["merges"]):
         a, b = merge.split(" ") if isinstance(merge, str) else merge  # older files store "a b"
@@ -178,12 +179,10 @@ def encode_with_bpe_dropout(tokenizer: Tokenizer, text: str, dropout: float, see
     skipped with probability `dropout`, and the best-ranked survivor is applied. `dropout=0` gives exactly
     `tokenizer.encode(text, add_special_tokens=False).ids`, `dropout=1` one token per byte. The randomness comes
     from `numpy.random.default_rng(seed)` only, so a seed reproduces the ids."""
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
-        raise ValueError(f"dropout must be a probability in [0, 1] (not NaN), got {dropout!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
+    check_number("dropout", dropout, 0, 1, hint="a probability")
+    check_int("seed", seed, 0)
     if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}.")
+        raise ArgumentError(f"text must be a str, got {type(text).__name__}.")
     vocab, ranks, merged = _bpe_tables(tokenizer)
     skip = _skips(np.random.default_rng(seed), float(dropout)).__next__
     added = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items()}
@@ -200,8 +199,10 @@ def encode_with_bpe_dropout(tokenizer: Tokenizer, text: str, dropout: float, see
                 continue
             if (start := starts.get(word)) is None:
                 if missing := [c for c in word if c not in vocab]:
-                    raise ValueError(f"{missing[0]!r} is not in the vocabulary: use a byte-level BPE tokenizer "
-                                     "(like train_tokenizer's), whose 256 byte symbols spell any text.")
+                    raise ArgumentError(
+                        f"{missing[0]!r} is not in the vocabulary: use a byte-level BPE tokenizer "
+                        "(like train_tokenizer's), whose 256 byte symbols spell any text."
+                    )
                 start = starts[word] = [vocab[c] for c in word]
             out = _merge_word(start.copy(), ranks, merged, skip)
             if dropout == 0:

@@ -44,11 +44,19 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HTML = ROOT / "book" / "_build" / "html"
 DEFAULT_OUT = ROOT / "book" / "_build" / "book-check"
 DEFAULT_SCREENSHOTS = ("book/intro.html", "notebooks/04_swiglu.html", "notebooks/05_attention_and_block.html")
-BROWSERS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome",
-            "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
-            "/Applications/Chromium.app/Contents/MacOS/Chromium")
-DRIVERS = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver", "/opt/homebrew/bin/chromedriver",
-           "/usr/local/bin/chromedriver")
+BROWSERS = (
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+)
+DRIVERS = (
+    "/usr/bin/chromedriver",
+    "/usr/lib/chromium/chromedriver",
+    "/opt/homebrew/bin/chromedriver",
+    "/usr/local/bin/chromedriver",
+)
 MAX_SCREENSHOT_HEIGHT = 30000  # CSS px; the longest chapter is shorter, a cap keeps artifacts bounded
 
 # Runs in the page once it has loaded. Resolves to a dict of failures, statistics, links and ids (see inspect_page).
@@ -272,22 +280,37 @@ def start_browser(width: int, height: int):
         )
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--hide-scrollbars",
-                "--force-color-profile=srgb", "--lang=en-US", f"--window-size={width},{height}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--force-color-profile=srgb",
+        "--lang=en-US",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
     # Exactly this viewport, whatever the window decorations: it is what the widths are judged at.
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
     driver.set_script_timeout(90)
     driver.set_page_load_timeout(60)
     return driver
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".woff2": "font/woff2",
-                      ".woff": "font/woff", ".js": "text/javascript", ".svg": "image/svg+xml"}
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".woff2": "font/woff2",
+        ".woff": "font/woff",
+        ".js": "text/javascript",
+        ".svg": "image/svg+xml",
+    }
 
     def log_message(self, *args):  # the browser's own log reports failed requests
         pass
@@ -301,8 +324,11 @@ def serve(root: Path) -> http.server.ThreadingHTTPServer:
 
 def list_pages(root: Path) -> list[str]:
     skip = ("_static/", "_sources/", "_images/", "_downloads/", "book-check/")
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.html")
-                  if not p.relative_to(root).as_posix().startswith(skip))
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*.html")
+        if not p.relative_to(root).as_posix().startswith(skip)
+    )
 
 
 def is_redirect(path: Path) -> str | None:
@@ -357,17 +383,25 @@ def check_links(root: Path, base: str, results: dict[str, PageResult]) -> list[F
             if not href.startswith(base + "/"):
                 scheme = urlsplit(href).scheme
                 if scheme not in ("http", "https", "mailto"):
-                    failures.append(Failure(page, "link", f"link with an unusable scheme {scheme!r}", link["where"],
-                                            f"{link['raw']} ({link['text']})"))
+                    failures.append(
+                        Failure(
+                            page,
+                            "link",
+                            f"link with an unusable scheme {scheme!r}",
+                            link["where"],
+                            f"{link['raw']} ({link['text']})",
+                        )
+                    )
                 continue
-            parts = urlsplit(href[len(base):])
+            parts = urlsplit(href[len(base) :])
             rel = unquote(parts.path).lstrip("/") or "index.html"
             target = root / rel
             if target.is_dir():
                 rel, target = rel.rstrip("/") + "/index.html", target / "index.html"
             if not target.is_file():
-                failures.append(Failure(page, "link", "broken link: no such file", link["where"],
-                                        f"{link['raw']} ({link['text']})"))
+                failures.append(
+                    Failure(page, "link", "broken link: no such file", link["where"], f"{link['raw']} ({link['text']})")
+                )
                 continue
             frag = unquote(parts.fragment)
             if not frag or not rel.endswith(".html"):
@@ -377,35 +411,49 @@ def check_links(root: Path, base: str, results: dict[str, PageResult]) -> list[F
             else:
                 ids = id_cache.setdefault(rel, ids_in_file(target))
             if frag not in ids:
-                failures.append(Failure(page, "link", f"broken anchor: no id {frag!r} on {rel}", link["where"],
-                                        f"{link['raw']} ({link['text']})"))
+                failures.append(
+                    Failure(
+                        page,
+                        "link",
+                        f"broken anchor: no id {frag!r} on {rel}",
+                        link["where"],
+                        f"{link['raw']} ({link['text']})",
+                    )
+                )
     return failures
 
 
 def screenshot(driver, base: str, page: str, path: Path, width: int, height: int) -> None:
     "A full-page PNG of one page (capped at MAX_SCREENSHOT_HEIGHT CSS px), laid out at the checked width."
     driver.get(f"{base}/{page}")
-    wait_js = ("const done = arguments[arguments.length - 1];"
-               "(async () => { if (window.MathJax && MathJax.startup && MathJax.startup.promise)"
-               " await MathJax.startup.promise; await document.fonts.ready; })().then(done, done);")
+    wait_js = (
+        "const done = arguments[arguments.length - 1];"
+        "(async () => { if (window.MathJax && MathJax.startup && MathJax.startup.promise)"
+        " await MathJax.startup.promise; await document.fonts.ready; })().then(done, done);"
+    )
     driver.execute_async_script(wait_js)
     full = driver.execute_script("return document.documentElement.scrollHeight")
     # A viewport as tall as the page (Chrome's captureBeyondViewport mislays the theme's sticky sidebars).
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": width, "height": min(full, MAX_SCREENSHOT_HEIGHT), "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": min(full, MAX_SCREENSHOT_HEIGHT), "deviceScaleFactor": 1, "mobile": False},
+    )
     try:
         driver.execute_async_script(wait_js)
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
     finally:
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(base64.b64decode(shot["data"]))
     os.replace(tmp, path)
 
 
-def run(html: Path, out: Path | None, width: int, height: int, screenshots: tuple[str, ...],
-        pages: list[str] | None = None) -> tuple[list[Failure], dict[str, PageResult]]:
+def run(
+    html: Path, out: Path | None, width: int, height: int, screenshots: tuple[str, ...], pages: list[str] | None = None
+) -> tuple[list[Failure], dict[str, PageResult]]:
     "Check the book in `html`; returns (failures, per-page results). Screenshots go to `out` when given."
     if not (html / "index.html").is_file() and not pages:
         sys.exit(f"book_check: {html} has no index.html; build the book first (`make book`).")
@@ -453,8 +501,10 @@ def summary_table(results: dict[str, PageResult], failures: list[Failure]) -> li
         s = res.stats
         code = f"{s.get('code_over', 0)}/{s.get('code_lines', 0)}"
         output = f"{s.get('output_over', 0)}/{s.get('output_lines', 0)}"
-        lines.append(f"{page:{width}}  {count.get(page, 0):8}  {code:>19}  {output:>21}  {s.get('math', 0):8}  "
-                     f"{s.get('images', 0):6}  {s.get('links', 0):5}")
+        lines.append(
+            f"{page:{width}}  {count.get(page, 0):8}  {code:>19}  {output:>21}  {s.get('math', 0):8}  "
+            f"{s.get('images', 0):6}  {s.get('links', 0):5}"
+        )
     return lines
 
 
@@ -464,17 +514,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="screenshots and report (default %(default)s)")
     ap.add_argument("--width", type=int, default=1366, help="viewport width in CSS px (default %(default)s)")
     ap.add_argument("--height", type=int, default=900, help="viewport height in CSS px (default %(default)s)")
-    ap.add_argument("--screenshot", action="append", metavar="PAGE",
-                    help="page to screenshot, relative to the book (repeatable; default "
-                    f"{', '.join(DEFAULT_SCREENSHOTS)})")
+    ap.add_argument(
+        "--screenshot",
+        action="append",
+        metavar="PAGE",
+        help=f"page to screenshot, relative to the book (repeatable; default {', '.join(DEFAULT_SCREENSHOTS)})",
+    )
     args = ap.parse_args(argv)
     start = time.time()
     shots = tuple(args.screenshot) if args.screenshot else DEFAULT_SCREENSHOTS
     print(f"book_check: reading every page of {args.html} in headless Chromium at {args.width}x{args.height}")
     failures, results = run(args.html.resolve(), args.out.resolve(), args.width, args.height, shots)
     lines = summary_table(results, failures)
-    lines.append(f"book_check: {len(results)} pages in {time.time() - start:.0f} s; screenshots and this report in "
-                 f"{args.out}")
+    lines.append(
+        f"book_check: {len(results)} pages in {time.time() - start:.0f} s; screenshots and this report in {args.out}"
+    )
     if failures:
         by_page: dict[str, list[Failure]] = {}
         for f in failures:

@@ -29,12 +29,21 @@ def main() -> int:
             return 1
         fresh, committed = copy / "llama_nb", ROOT / "llama_nb"
         names = sorted({p.name for p in fresh.glob("*.py")} | {p.name for p in committed.glob("*.py")})
-        stale = [n for n in names if not (fresh / n).exists() or not (committed / n).exists()
-                 or not filecmp.cmp(fresh / n, committed / n, shallow=False)]
+        stale = [
+            n
+            for n in names
+            if not (fresh / n).exists()
+            or not (committed / n).exists()
+            or not filecmp.cmp(fresh / n, committed / n, shallow=False)
+        ]
     if stale:
-        print("llama_nb/ is out of sync with the notebooks: " + ", ".join(f"llama_nb/{n}" for n in stale)
-              + " differ from a fresh export.\nRun `make export` (nbdev-export) and commit the result. "
-              "Edit the notebooks, never llama_nb/ by hand.", file=sys.stderr)
+        print(
+            "llama_nb/ is out of sync with the notebooks: "
+            + ", ".join(f"llama_nb/{n}" for n in stale)
+            + " differ from a fresh export.\nRun `make export` (nbdev-export) and commit the result. "
+            "Edit the notebooks, never llama_nb/ by hand.",
+            file=sys.stderr,
+        )
         return 1
     print(f"llama_nb/ matches a fresh export of notebooks/ ({len(names)} modules).")
     return 0

@@ -3,9 +3,13 @@ asks for them: a test must never change one (copy it first). Constants, model co
 runner are in helpers.py."""
 
 import hashlib
+import sys
 from pathlib import Path
 
 import pytest
+
+# Chapter 7's experiment (notebooks/ladder.py) is imported the way its notebook imports it: from beside the notebook.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
 
 # ../conftest.py points LLAMA_NB_TINYSHAKESPEARE at the shared copy of the corpus, for these tests and the notebooks.
 
@@ -72,8 +76,14 @@ def _digest(ids) -> str | None:
 
 def _fingerprint(data) -> tuple:
     "What a test could change in a TokenizedData: its tokenizer, its ids, its numbers."
-    return (data.tokenizer.to_str(), _digest(data.train_ids), _digest(data.val_ids), _digest(data.train_dropout_ids),
-            data.val_chars, data.bpe_dropout)
+    return (
+        data.tokenizer.to_str(),
+        _digest(data.train_ids),
+        _digest(data.val_ids),
+        _digest(data.train_dropout_ids),
+        data.val_chars,
+        data.bpe_dropout,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,18 @@ import torch
 from llama_nb.hf import randomise  # the book's own checker (Chapter 5.2), so notebooks and tests cannot drift
 from llama_nb.model import Llama, LlamaConfig
 
-__all__ = ["QUIET", "ROOT", "SMALL", "TINY_128", "VOCAB", "randomise", "run_python", "small_model", "tiny_config",
-           "two_layer_config"]
+__all__ = [
+    "QUIET",
+    "ROOT",
+    "SMALL",
+    "TINY_128",
+    "VOCAB",
+    "randomise",
+    "run_python",
+    "small_model",
+    "tiny_config",
+    "two_layer_config",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 

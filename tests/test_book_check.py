@@ -35,27 +35,50 @@ GOOD = r"""
 
 PLANTED = {
     "broken_link": ('<p><a href="missing.html">a page that does not exist</a></p>', "link", "no such file"),
-    "broken_anchor": ('<p><a href="other.html#nowhere">an anchor that does not exist</a></p>', "link",
-                      "broken anchor"),
+    "broken_anchor": ('<p><a href="other.html#nowhere">an anchor that does not exist</a></p>', "link", "broken anchor"),
     "missing_image": ('<p><img src="nope.png" alt="missing"></p>', "image", "did not load"),
-    "text_underscore": (r'<div class="math notranslate nohighlight">\[\text{ffn\_dim\_multiplier}\cdot h\]</div>',
-                        "math", "literally"),
+    "text_underscore": (
+        r'<div class="math notranslate nohighlight">\[\text{ffn\_dim\_multiplier}\cdot h\]</div>',
+        "math",
+        "literally",
+    ),
     "tex_error": (r'<p><span class="math notranslate nohighlight">\(x^2^3\)</span></p>', "math", "TeX error"),
-    "unknown_command": (r'<p><span class="math notranslate nohighlight">\(\frac{1}{2}\undefinedmacro\)</span></p>',
-                        "math", "unknown TeX command"),
+    "unknown_command": (
+        r'<p><span class="math notranslate nohighlight">\(\frac{1}{2}\undefinedmacro\)</span></p>',
+        "math",
+        "unknown TeX command",
+    ),
     "raw_latex": (r"<p>The gain \alpha was never typeset.</p>", "math", "raw LaTeX"),
-    "wide_formula": ('<div class="math notranslate nohighlight">\\[' + " + ".join(f"x_{{{i}}}" for i in range(60))
-                     + "\\]</div>", "math", "display formula"),
-    "long_code_line": ('<div class="cell"><div class="cell_input"><div class="highlight"><pre>x = "'
-                       + "a" * 150 + '"</pre></div></div></div>', "code", "wider than the box"),
-    "long_output_line": ('<div class="cell_output"><div class="output"><div class="highlight">'
-                         '<pre style="white-space: pre-wrap">' + "word " * 40 + "</pre></div></div></div>",
-                         "output", "wider than the box"),
-    "progress_bar": ('<div class="cell_output"><div class="output"><div class="highlight"><pre>'
-                     + "".join(f"{p:3d}%|#   | {p}/100 [00:01]\n" for p in range(0, 100, 20))
-                     + "</pre></div></div></div>", "output", "progress-bar frames"),
-    "wide_table": ("<table><tr>" + "".join(f"<td>column_number_{i}</td>" for i in range(20)) + "</tr></table>",
-                   "table", "table"),
+    "wide_formula": (
+        '<div class="math notranslate nohighlight">\\[' + " + ".join(f"x_{{{i}}}" for i in range(60)) + "\\]</div>",
+        "math",
+        "display formula",
+    ),
+    "long_code_line": (
+        '<div class="cell"><div class="cell_input"><div class="highlight"><pre>x = "'
+        + "a" * 150
+        + '"</pre></div></div></div>',
+        "code",
+        "wider than the box",
+    ),
+    "long_output_line": (
+        '<div class="cell_output"><div class="output"><div class="highlight">'
+        '<pre style="white-space: pre-wrap">' + "word " * 40 + "</pre></div></div></div>",
+        "output",
+        "wider than the box",
+    ),
+    "progress_bar": (
+        '<div class="cell_output"><div class="output"><div class="highlight"><pre>'
+        + "".join(f"{p:3d}%|#   | {p}/100 [00:01]\n" for p in range(0, 100, 20))
+        + "</pre></div></div></div>",
+        "output",
+        "progress-bar frames",
+    ),
+    "wide_table": (
+        "<table><tr>" + "".join(f"<td>column_number_{i}</td>" for i in range(20)) + "</tr></table>",
+        "table",
+        "table",
+    ),
     "js_error": ("<script>undefinedFunction()</script><p>text</p>", "console", "console"),
 }
 
@@ -67,8 +90,11 @@ def site(tmp_path_factory) -> Path:
     assert (mathjax / "tex-chtml.js").is_file(), f"MathJax not found at {mathjax}"
     (root / "_static").mkdir()
     (root / "_static" / "mathjax").symlink_to(mathjax, target_is_directory=True)
-    (root / "dot.png").write_bytes(base64.b64decode(  # a 1x1 PNG
-        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="))
+    (root / "dot.png").write_bytes(
+        base64.b64decode(  # a 1x1 PNG
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+        )
+    )
     (root / "index.html").write_text(HEAD.format(title="Good", body=GOOD))
     (root / "other.html").write_text(HEAD.format(title="Other", body='<p id="target">the target</p>'))
     for name, (body, _, _) in PLANTED.items():
@@ -78,8 +104,10 @@ def site(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def results(site):
-    if not (book_check.find_executable("BOOK_CHECK_BROWSER", book_check.BROWSERS, ("chromium", "google-chrome"))
-            and book_check.find_executable("BOOK_CHECK_DRIVER", book_check.DRIVERS, ("chromedriver",))):
+    if not (
+        book_check.find_executable("BOOK_CHECK_BROWSER", book_check.BROWSERS, ("chromium", "google-chrome"))
+        and book_check.find_executable("BOOK_CHECK_DRIVER", book_check.DRIVERS, ("chromedriver",))
+    ):
         pytest.skip("no Chromium/chromedriver here (apt-get install chromium chromium-driver); CI installs them")
     pages = ["index.html", "other.html"] + [f"{name}.html" for name in PLANTED]
     failures, _ = book_check.run(site, None, 1366, 900, (), pages=pages)
@@ -99,4 +127,5 @@ def test_each_planted_defect_is_caught(results, name):
     _, kind, words = PLANTED[name]
     found = results.get(f"{name}.html", [])
     assert any(f.kind == kind and words in f"{f.what} {f.snippet}" for f in found), (
-        f"{name}: expected a [{kind}] failure mentioning {words!r}, got:\n" + "\n".join(map(str, found)))
+        f"{name}: expected a [{kind}] failure mentioning {words!r}, got:\n" + "\n".join(map(str, found))
+    )

@@ -23,8 +23,10 @@ def sample(splits):
 
 
 def test_dropout_zero_is_exactly_hf_on_the_whole_corpus(tokenizer, corpus_text):
-    assert encode_with_bpe_dropout(tokenizer, corpus_text, 0.0, seed=0) == \
-        tokenizer.encode(corpus_text, add_special_tokens=False).ids
+    assert (
+        encode_with_bpe_dropout(tokenizer, corpus_text, 0.0, seed=0)
+        == tokenizer.encode(corpus_text, add_special_tokens=False).ids
+    )
 
 
 def test_dropout_zero_is_exactly_hf_on_tricky_text(tokenizer):
@@ -101,17 +103,20 @@ def _cut_into_words(ids: list[int], tokenizer, word: str) -> list[tuple[int, ...
     return out
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"dropout": -0.1}, "dropout must be a probability in"),
-    ({"dropout": 1.5}, "dropout must be a probability in"),
-    ({"dropout": math.nan}, "not NaN"),
-    ({"dropout": True}, "dropout must be"),
-    ({"dropout": "0.1"}, "dropout must be"),
-    ({"seed": -1}, "seed must be an int >= 0"),
-    ({"seed": 1.0}, "seed must be an int"),
-    ({"seed": False}, "seed must be an int"),
-    ({"text": b"bytes"}, "text must be a str"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dropout": -0.1}, r"dropout must be a number in \[0, 1\] \(a probability\)"),
+        ({"dropout": 1.5}, r"dropout must be a number in \[0, 1\] \(a probability\)"),
+        ({"dropout": math.nan}, r"dropout must be a number in \[0, 1\]"),
+        ({"dropout": True}, "dropout must be"),
+        ({"dropout": "0.1"}, "dropout must be"),
+        ({"seed": -1}, "seed must be an int >= 0"),
+        ({"seed": 1.0}, "seed must be an int"),
+        ({"seed": False}, "seed must be an int"),
+        ({"text": b"bytes"}, "text must be a str"),
+    ],
+)
 def test_bad_arguments(tokenizer, kwargs, match):
     args = {"tokenizer": tokenizer, "text": "To be", "dropout": 0.1, "seed": 0} | kwargs
     with pytest.raises(ValueError, match=match):
@@ -133,6 +138,7 @@ def test_rejects_a_tokenizer_that_is_not_bpe():
 
 # prepare_data (section 6.1): the augmented stream beside unchanged deterministic splits.
 
+
 def test_prepare_data_with_bpe_dropout(text, data):
     copies, p = 3, 0.1
     aug = prepare_data(text, 512, bpe_dropout=p, dropout_copies=copies, seed=5)
@@ -152,16 +158,19 @@ def test_prepare_data_with_bpe_dropout(text, data):
     assert torch.equal(again.train_dropout_ids, ids)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"bpe_dropout": 1.0}, r"bpe_dropout must be in \[0, 1\)"),
-    ({"bpe_dropout": -0.1}, "bpe_dropout must be in"),
-    ({"bpe_dropout": math.nan}, "bpe_dropout must be in"),
-    ({"bpe_dropout": True}, "bpe_dropout must be in"),
-    ({"dropout_copies": 0}, "dropout_copies must be an int >= 1"),
-    ({"dropout_copies": 2.0}, "dropout_copies must be an int"),
-    ({"dropout_copies": True}, "dropout_copies must be an int"),
-    ({"seed": -1}, "seed must be an int >= 0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"bpe_dropout": 1.0}, r"bpe_dropout must be a number in \[0, 1\)"),
+        ({"bpe_dropout": -0.1}, "bpe_dropout must be a number in"),
+        ({"bpe_dropout": math.nan}, "bpe_dropout must be a number in"),
+        ({"bpe_dropout": True}, "bpe_dropout must be a number in"),
+        ({"dropout_copies": 0}, "dropout_copies must be an int >= 1"),
+        ({"dropout_copies": 2.0}, "dropout_copies must be an int"),
+        ({"dropout_copies": True}, "dropout_copies must be an int"),
+        ({"seed": -1}, "seed must be an int >= 0"),
+    ],
+)
 def test_prepare_data_rejects_bad_augmentation_arguments(text, data, kwargs, match):
     with pytest.raises(ValueError, match=match):
         prepare_data(text, 512, tokenizer=data.tokenizer, **({"bpe_dropout": 0.1} | kwargs))
@@ -169,11 +178,20 @@ def test_prepare_data_rejects_bad_augmentation_arguments(text, data, kwargs, mat
 
 # The training loop (section 6.5): TrainConfig.bpe_dropout makes the copies and draws every training window from them.
 
-def loop_config(**kw):
-    from llama_nb.loop import TrainConfig
 
-    base = dict(batch_size=4, seq_len=16, max_steps=6, warmup_steps=1, eval_interval=3, sample_tokens=0,
-                device="cpu", bpe_dropout=0.1)
+def loop_config(**kw):
+    from llama_nb.config import TrainConfig
+
+    base = dict(
+        batch_size=4,
+        seq_len=16,
+        max_steps=6,
+        warmup_steps=1,
+        eval_interval=3,
+        sample_tokens=0,
+        device="cpu",
+        bpe_dropout=0.1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -232,7 +250,7 @@ def test_train_config_rejects_a_bad_bpe_dropout(value):
 
 
 def test_cli_takes_bpe_dropout():
-    from llama_nb.train import build_train_parser, resolve_configs
+    from llama_nb.train_cli import build_train_parser, resolve_configs
 
     _, tc = resolve_configs(build_train_parser().parse_args(["--preset", "tiny", "--bpe-dropout", "0.1"]))
     assert tc.bpe_dropout == 0.1

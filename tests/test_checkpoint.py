@@ -23,7 +23,8 @@ from llama_nb.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from llama_nb.loop import TrainConfig, train
+from llama_nb.config import TrainConfig
+from llama_nb.loop import train
 from llama_nb.model import Llama
 from llama_nb.optim import configure_optimizer, train_step
 
@@ -56,8 +57,16 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path, trained, data):
     random.seed(5)
     np.random.seed(5)
     torch.manual_seed(5)
-    ckpt = save_checkpoint(tmp_path, model, opt, step=3, tokenizer=data.tokenizer, train_config={"lr": 1e-3},
-                           data_generator=gen, history=history)
+    ckpt = save_checkpoint(
+        tmp_path,
+        model,
+        opt,
+        step=3,
+        tokenizer=data.tokenizer,
+        train_config={"lr": 1e-3},
+        data_generator=gen,
+        history=history,
+    )
     assert ckpt == tmp_path / "step_000003" and entries(tmp_path) == ["LATEST", "step_000003"]
     assert entries(ckpt) == ["model.safetensors", "state.pt", "tokenizer.json"]
     expected = (torch.rand(3), random.random(), np.random.rand(), torch.randint(10**6, (3,), generator=gen))
@@ -136,9 +145,14 @@ def _crash_in_latest(path, text):
     raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("target, crash", [("torch.save", _crash_in_torch_save),
-                                           ("llama_nb.checkpoint._save_safetensors", _crash_in_safetensors),
-                                           ("llama_nb.checkpoint._write_text_atomic", _crash_in_latest)])
+@pytest.mark.parametrize(
+    "target, crash",
+    [
+        ("torch.save", _crash_in_torch_save),
+        ("llama_nb.checkpoint._save_safetensors", _crash_in_safetensors),
+        ("llama_nb.checkpoint.write_atomic", _crash_in_latest),
+    ],
+)
 def test_a_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, trained, monkeypatch, target, crash):
     model, opt, gen = trained
     save_checkpoint(tmp_path, model, opt, step=1, data_generator=gen)
@@ -162,7 +176,7 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path, traine
 
 # --------------------------------------------------------------------------------------------- clear errors
 def test_missing_checkpoints(tmp_path):
-    with pytest.raises(CheckpointError, match="No checkpoint at .*no such directory.*python -m llama_nb.train"):
+    with pytest.raises(CheckpointError, match="No checkpoint at .*no such directory.*python -m llama_nb.train_cli"):
         load_checkpoint(tmp_path / "nope", Llama(two_layer_config()))
     with pytest.raises(CheckpointError, match="has no LATEST file"):
         load_checkpoint(tmp_path, Llama(two_layer_config()))
@@ -232,7 +246,8 @@ RESUME_SCRIPT = textwrap.dedent("""
     from llama_nb.tokenizer import load_tokenizer
     from llama_nb.batches import prepare_data
     from llama_nb.checkpoint import find_checkpoint
-    from llama_nb.loop import TrainConfig, train
+    from llama_nb.config import TrainConfig
+    from llama_nb.loop import train
     from llama_nb.model import LlamaConfig
 
     torch.set_num_threads(int(sys.argv[3]))
@@ -251,8 +266,17 @@ def test_resume_in_a_fresh_process_is_exact(tmp_path, text, data, monkeypatch):
     text_file = tmp_path / "corpus.txt"
     text_file.write_text(text, encoding="utf-8")  # the text of `data`
     config = two_layer_config(dropout=0.1)  # dropout: the torch RNG matters too
-    tc = TrainConfig(batch_size=4, seq_len=32, grad_accum_steps=2, max_steps=9, lr=3e-3, min_lr=3e-4,
-                     warmup_steps=2, eval_interval=4, sample_tokens=4)
+    tc = TrainConfig(
+        batch_size=4,
+        seq_len=32,
+        grad_accum_steps=2,
+        max_steps=9,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        eval_interval=4,
+        sample_tokens=4,
+    )
     straight = train(config, tc, data, out_dir=tmp_path / "straight", **QUIET)
     train(config, tc, data, out_dir=tmp_path / "split", stop_at=5, **QUIET)  # interrupted after 5 of 9 steps
     script = tmp_path / "resume.py"

@@ -1,5 +1,5 @@
-"""The command lines `python -m llama_nb.train` and `python -m llama_nb.generate`, and benchmarks/bench_quality.py,
-on a tiny preset."""
+"""The command lines `python -m llama_nb.train_cli` and `python -m llama_nb.generate_cli`, and
+benchmarks/bench_quality.py, on a tiny preset."""
 
 import json
 import runpy
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from llama_nb.checkpoint import read_checkpoint
-from llama_nb.generate import main as generate_main
-from llama_nb.train import main
+from llama_nb.generate_cli import main as generate_main
+from llama_nb.train_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,23 +26,58 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def trained_dir(tmp_path_factory, corpus_file) -> Path:
     "A 5-step tiny run made by the CLI (shared by the tests below)."
     out = tmp_path_factory.mktemp("run") / "tiny"
-    proc = run("-m", "llama_nb.train", "--preset", "tiny", "--max-steps", "5", "--data", str(corpus_file),
-               "--out-dir", str(out), "--no-progress", "--seed", "3")
+    proc = run(
+        "-m",
+        "llama_nb.train_cli",
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "5",
+        "--data",
+        str(corpus_file),
+        "--out-dir",
+        str(out),
+        "--no-progress",
+        "--seed",
+        "3",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "done: 5 steps" in proc.stdout and "nats/char" in proc.stdout
     return out
 
 
 def test_help():
-    proc = run("-m", "llama_nb.train", "--help")
+    proc = run("-m", "llama_nb.train_cli", "--help")
     assert proc.returncode == 0
-    for option in ("--preset", "--dim", "--n-layers", "--lr", "--max-steps", "--batch-size", "--seq-len",
-                   "--vocab-size", "--data", "--out-dir", "--resume", "--seed", "--eval-interval", "--device"):
+    for option in (
+        "--preset",
+        "--dim",
+        "--n-layers",
+        "--lr",
+        "--max-steps",
+        "--batch-size",
+        "--seq-len",
+        "--vocab-size",
+        "--data",
+        "--out-dir",
+        "--resume",
+        "--seed",
+        "--eval-interval",
+        "--device",
+    ):
         assert option in proc.stdout, option
-    proc = run("-m", "llama_nb.generate", "--help")
+    proc = run("-m", "llama_nb.generate_cli", "--help")
     assert proc.returncode == 0
-    for option in ("--checkpoint", "--prompt", "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
-                   "--greedy"):
+    for option in (
+        "--checkpoint",
+        "--prompt",
+        "--max-new-tokens",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--seed",
+        "--greedy",
+    ):
         assert option in proc.stdout, option
 
 
@@ -58,8 +93,18 @@ def test_resume_continues_the_run(trained_dir, corpus_file, tmp_path):
 
     out = tmp_path / "copy"
     shutil.copytree(trained_dir, out)
-    proc = run("-m", "llama_nb.train", "--resume", "--max-steps", "8", "--data", str(corpus_file),
-               "--out-dir", str(out), "--no-progress")
+    proc = run(
+        "-m",
+        "llama_nb.train_cli",
+        "--resume",
+        "--max-steps",
+        "8",
+        "--data",
+        str(corpus_file),
+        "--out-dir",
+        str(out),
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "resumed from" in proc.stdout and "at step 5" in proc.stdout and "done: 8 steps" in proc.stdout
     _, state = read_checkpoint(out)
@@ -69,7 +114,7 @@ def test_resume_continues_the_run(trained_dir, corpus_file, tmp_path):
 
 def test_generate_from_the_checkpoint(trained_dir, capsys):
     args = ["--checkpoint", str(trained_dir), "--prompt", "ROMEO:", "--max-new-tokens", "12", "--seed", "1"]
-    proc = run("-m", "llama_nb.generate", *args)
+    proc = run("-m", "llama_nb.generate_cli", *args)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ROMEO:") and len(proc.stdout) > len("ROMEO:\n")
     assert generate_main(args) == 0
@@ -115,7 +160,7 @@ def test_cli_errors_are_clear(trained_dir, corpus_file, tmp_path, capsys):
         assert e.value.code == 2 and "CUDA is not available here" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # the old subcommand points to its new home
         main(["generate", "--checkpoint", str(trained_dir)])
-    assert e.value.code == 2 and "python -m llama_nb.generate" in capsys.readouterr().err
+    assert e.value.code == 2 and "python -m llama_nb.generate_cli" in capsys.readouterr().err
 
 
 def test_bad_data_files_give_clear_errors(tmp_path, capsys):
@@ -131,23 +176,24 @@ def test_bad_data_files_give_clear_errors(tmp_path, capsys):
         assert not out.exists()  # nothing written
 
 
-@pytest.mark.filterwarnings("ignore:'llama_nb.train' found in sys.modules:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:'llama_nb.train_cli' found in sys.modules:RuntimeWarning")
 def test_main_guard_does_not_run_inside_a_notebook_kernel(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["llama_nb.train", "--help"])
+    monkeypatch.setattr(sys, "argv", ["llama_nb.train_cli", "--help"])
     monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
-    runpy.run_module("llama_nb.train", run_name="__main__")  # would print help and exit without the guard
+    runpy.run_module("llama_nb.train_cli", run_name="__main__")  # would print help and exit without the guard
     monkeypatch.delitem(sys.modules, "ipykernel")
     with pytest.raises(SystemExit) as e:
-        runpy.run_module("llama_nb.train", run_name="__main__")
+        runpy.run_module("llama_nb.train_cli", run_name="__main__")
     assert e.value.code == 0
 
 
-def test_bench_quality_runs(corpus_file):
+def test_bench_quality_runs(corpus_file, tmp_path):
     "A smoke run of the benchmark script: 2 anchor iterations, then our tiny preset for a fixed 1 s budget."
-    proc = run("benchmarks/bench_quality.py", "--preset", "tiny", "--baseline-iters", "2", "--budget", "1",
-               "--data", str(corpus_file), "--json", timeout=300)
+    path = tmp_path / "results" / "quality.json"
+    args = ["--preset", "tiny", "--baseline-iters", "2", "--budget", "1", "--data", str(corpus_file)]
+    proc = run("benchmarks/bench_quality.py", *args, "--json", str(path), timeout=300)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(path.read_text())
     ours, anchor, fig = result["ours"], result["anchor"], result["figures"][0]
     assert result["benchmark"] == "quality" and anchor["steps"] == 2 and fig["threads"] == 2
     # the loop stops at the first step that reaches the budget; how far past it depends on the machine's load

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from llama_nb.gpu import MODEL_FIELDS
-from llama_nb.loop import RESUMABLE_CHANGES, TrainConfig
+from llama_nb.config import MODEL_FIELDS, RESUMABLE_CHANGES, TrainConfig
 from llama_nb.model import LlamaConfig, config_field
-from llama_nb.train import add_config_flags, build_train_parser, flag_name, resolve_configs
+from llama_nb.train_cli import add_config_flags, build_train_parser, flag_name, resolve_configs
 
 
 def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -35,12 +34,35 @@ def test_every_train_config_field_and_every_model_field_a_preset_may_change_is_a
 
 
 def test_flags_parse_to_the_field_types():
-    args = build_train_parser().parse_args(["--preset", "tiny", "--lr", "2e-3", "--max-steps", "7", "--dim", "48",
-                                            "--keep-best", "--no-compile", "--time-budget", "1.5",
-                                            "--sample-prompt", "JULIET:", "--optimizer", "muon"])
+    args = build_train_parser().parse_args(
+        [
+            "--preset",
+            "tiny",
+            "--lr",
+            "2e-3",
+            "--max-steps",
+            "7",
+            "--dim",
+            "48",
+            "--keep-best",
+            "--no-compile",
+            "--time-budget",
+            "1.5",
+            "--sample-prompt",
+            "JULIET:",
+            "--optimizer",
+            "muon",
+        ]
+    )
     config, tc = resolve_configs(args)
-    assert (config.dim, tc.lr, tc.max_steps, tc.keep_best, tc.compile, tc.time_budget_s) == (48, 2e-3, 7, True,
-                                                                                            False, 1.5)
+    assert (config.dim, tc.lr, tc.max_steps, tc.keep_best, tc.compile, tc.time_budget_s) == (
+        48,
+        2e-3,
+        7,
+        True,
+        False,
+        1.5,
+    )
     assert tc.sample_prompt == "JULIET:" and tc.optimizer == "muon"
     with pytest.raises(SystemExit):
         build_train_parser().parse_args(["--optimizer", "sgd"])  # choices come from the field's metadata
@@ -70,8 +92,9 @@ def test_resumable_fields_are_read_from_the_fields_and_listed_in_the_help():
 
 
 @pytest.mark.slow  # four fresh processes
-@pytest.mark.parametrize("script, module", [("llama-nb-train", "llama_nb.train"),
-                                            ("llama-nb-generate", "llama_nb.generate")])
+@pytest.mark.parametrize(
+    "script, module", [("llama-nb-train", "llama_nb.train_cli"), ("llama-nb-generate", "llama_nb.generate_cli")]
+)
 def test_console_scripts_are_installed_and_name_themselves(script, module):
     path = Path(sys.executable).parent / script
     assert path.is_file(), f"{script} is not installed: run `make install` (pip install -e .)"

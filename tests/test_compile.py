@@ -25,8 +25,9 @@ def _losses(compile: bool, steps: int = 3) -> list[float]:
 
 @pytest.mark.slow  # TorchInductor compiles C++
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # from inside torch._dynamo
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on the CPU needs a C++ compiler"
+)
 def test_compiled_training_steps_match_eager():
     torch._dynamo.reset()
     eager, compiled = _losses(False), _losses(True)

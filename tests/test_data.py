@@ -126,11 +126,14 @@ def test_corrupt_upstream_never_reaches_the_cache(server, cache):
     assert _leftovers(cache) == []
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("nope.txt", None, "does not exist.*unset LLAMA_NB_TINYSHAKESPEARE"),
-    ("empty.txt", "", "is empty"),
-    ("wrong.txt", "not shakespeare", "unmodified copy"),
-])
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("nope.txt", None, "does not exist.*unset LLAMA_NB_TINYSHAKESPEARE"),
+        ("empty.txt", "", "is empty"),
+        ("wrong.txt", "not shakespeare", "unmodified copy"),
+    ],
+)
 def test_env_var_pointing_at_a_bad_file_is_a_clear_error(monkeypatch, tmp_path, name, content, match):
     path = tmp_path / name
     if content is not None:  # None: the file does not exist
@@ -150,7 +153,7 @@ def test_local_copy_and_split(corpus_path):
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5, 1.5])
 def test_split_rejects_bad_fraction(fraction):
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+    with pytest.raises(ValueError, match=r"train_fraction must be a number in \(0, 1\)"):
         train_val_split("abc", fraction)
 
 

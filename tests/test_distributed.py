@@ -1,4 +1,4 @@
-"""Multi-process training (Chapter 7): `torchrun --nproc_per_node=2 -m llama_nb.train` with DDP on the CPU (gloo)
+"""Multi-process training (Chapter 7): `torchrun --nproc_per_node=2 -m llama_nb.train_cli` with DDP on the CPU (gloo)
 computes the run of one process with the same global batch, and rank 0 alone prints and writes checkpoints."""
 
 import os
@@ -12,21 +12,38 @@ from safetensors.torch import load_file
 import llama_nb.gpu as gpu_module
 import llama_nb.loop as loop_module
 from llama_nb.checkpoint import LATEST_FILE, MODEL_FILE, read_checkpoint
+from llama_nb.config import TrainConfig
 from llama_nb.gpu import GPURuntime
-from llama_nb.loop import TrainConfig
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="this PyTorch build has no gloo backend")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="this PyTorch build has no gloo backend",
+)
 # tiny preset, batch 8 in 2 micro-batches per step (so DDP's no_sync path runs too), no dropout (the runs must equal
 # one process's), no samples
-ARGS = ["--preset", "tiny", "--max-steps", "8", "--eval-interval", "4", "--grad-accum-steps", "2",
-        "--sample-tokens", "0", "--device", "cpu", "--no-progress"]
+ARGS = [
+    "--preset",
+    "tiny",
+    "--max-steps",
+    "8",
+    "--eval-interval",
+    "4",
+    "--grad-accum-steps",
+    "2",
+    "--sample-tokens",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 def launch(n_procs: int, *args: str) -> subprocess.CompletedProcess:
-    "`python -m llama_nb.train` alone, or under torchrun with `n_procs` processes (a free port, found by torchrun)."
+    "`python -m llama_nb.train_cli` alone, or under torchrun with `n_procs` processes (a free port, found by torchrun)."
     prefix = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_procs}"] if n_procs > 1 else []
-    return run_python(*prefix, "-m", "llama_nb.train", *args, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return run_python(
+        *prefix, "-m", "llama_nb.train_cli", *args, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +119,9 @@ def test_each_rank_trains_on_its_share_of_the_global_batch(monkeypatch, data):
     halves, in order, of the batch one process trains on. (Every rank training on the whole batch would also give
     equal losses in the runs above, at twice the cost; per-rank seeds would give different batches.)"""
     config = tiny_config()
-    tc = TrainConfig(batch_size=8, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0,
-                     device="cpu")
+    tc = TrainConfig(
+        batch_size=8, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0, device="cpu"
+    )
     seen: dict[tuple[int, int], list[torch.Tensor]] = {}
 
     def record_step(model, optimizer, next_batch, lr, *args, **kwargs):
@@ -129,8 +147,9 @@ def test_each_rank_draws_its_own_dropout_masks(monkeypatch, data):
     would drop the same units of their halves of the batch, and the N-process run would drop less independently
     than one process does."""
     config = tiny_config(dropout=0.5)
-    tc = TrainConfig(batch_size=8, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0,
-                     device="cpu")
+    tc = TrainConfig(
+        batch_size=8, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0, device="cpu"
+    )
     masks: dict[int, list[torch.Tensor]] = {}
     first_weights: dict[int, torch.Tensor] = {}
     real_step = loop_module.train_step
@@ -139,7 +158,8 @@ def test_each_rank_draws_its_own_dropout_masks(monkeypatch, data):
         if rank not in first_weights:
             first_weights[rank] = model.tok_embeddings.weight.detach().clone()
             model.layers[0].ffn_dropout.register_forward_hook(  # training passes only, not the evaluation
-                lambda module, inputs, out: masks.setdefault(rank, []).append(out == 0) if module.training else None)
+                lambda module, inputs, out: masks.setdefault(rank, []).append(out == 0) if module.training else None
+            )
         return real_step(model, *args, **kwargs)
 
     monkeypatch.setattr(loop_module, "train_step", record_masks)

@@ -11,17 +11,27 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from llama_nb.batches import evaluate, get_batch
 from llama_nb.checkpoint import STATE_FILE, CheckpointError, find_checkpoint, load_model_from_checkpoint
-from llama_nb.loop import TrainConfig, train
+from llama_nb.config import TrainConfig
+from llama_nb.loop import train
 from llama_nb.model import Llama
 from llama_nb.optim import EMA, configure_optimizer, train_step
-from llama_nb.train import build_train_parser, resolve_configs
+from llama_nb.train_cli import build_train_parser, resolve_configs
 
 # `data` (the first 60,000 characters of the corpus, a 512-token tokenizer) is conftest.py's.
 
 
 def run_config(**kw) -> TrainConfig:
-    base = dict(batch_size=4, seq_len=16, max_steps=12, warmup_steps=1, eval_interval=4, sample_tokens=0,
-                device="cpu", ema_decay=0.8, lr=1e-2)
+    base = dict(
+        batch_size=4,
+        seq_len=16,
+        max_steps=12,
+        warmup_steps=1,
+        eval_interval=4,
+        sample_tokens=0,
+        device="cpu",
+        ema_decay=0.8,
+        lr=1e-2,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -82,7 +92,7 @@ def test_applied_swaps_in_the_average_and_restores_the_weights_even_on_error(dat
 
 @pytest.mark.parametrize("decay", [0, 1, 1.5, -0.1, float("nan"), True, "0.9"])
 def test_bad_decay_is_refused(decay):
-    with pytest.raises(ValueError, match="EMA decay must be a number in \\(0, 1\\)"):
+    with pytest.raises(ValueError, match="EMA: decay must be a number in \\(0, 1\\)"):
         EMA(Llama(tiny_config()), decay)
 
 
@@ -147,8 +157,9 @@ def test_a_damaged_average_in_a_checkpoint_gives_a_clear_error(tmp_path, data):
 
 
 def test_cli_takes_ema_decay_and_compile_mode():
-    args = build_train_parser().parse_args(["--preset", "tiny", "--ema-decay", "0.95", "--compile-mode",
-                                            "reduce-overhead"])
+    args = build_train_parser().parse_args(
+        ["--preset", "tiny", "--ema-decay", "0.95", "--compile-mode", "reduce-overhead"]
+    )
     _, tc = resolve_configs(args)
     assert (tc.ema_decay, tc.compile_mode) == (0.95, "reduce-overhead")
     with pytest.raises(SystemExit):

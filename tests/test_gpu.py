@@ -6,30 +6,29 @@ import math
 import warnings
 from pathlib import Path
 
+import ladder
 import pytest
 import torch
 from helpers import QUIET, TINY_128, tiny_config
+from ladder import climb_ladder
 
-import llama_nb.gpu as gpu_module
+from llama_nb.config import PRESETS, TrainConfig, preset_configs
 from llama_nb.gpu import (
-    PRESETS,
     DistInfo,
     GPURuntime,
     all_reduce_mean,
     autocast_context,
-    climb_ladder,
     distributed,
     flops_per_token,
     make_grad_scaler,
     matmul_parameters,
     mfu,
     peak_bf16_flops,
-    preset_configs,
     rank_slice,
     resolve_dtype,
     time_steps,
 )
-from llama_nb.loop import TrainConfig, TrainResult, resolve_device
+from llama_nb.loop import TrainResult, resolve_device
 from llama_nb.model import Llama, LlamaConfig, count_parameters, parameter_breakdown
 from llama_nb.optim import configure_optimizer, train_step
 
@@ -43,6 +42,7 @@ def gpu(monkeypatch):
 
 
 # --- devices --------------------------------------------------------------------------------------------------
+
 
 def test_auto_is_cuda_when_present_else_cpu(monkeypatch, gpu):
     assert resolve_device("auto") == torch.device("cuda")
@@ -75,6 +75,7 @@ def test_mps_only_on_request_with_a_warning(monkeypatch):
 
 # --- dtypes ---------------------------------------------------------------------------------------------------
 
+
 def test_bf16_needs_native_support_on_cuda(monkeypatch, gpu):
     cuda = torch.device("cuda")
     with warnings.catch_warnings():
@@ -89,8 +90,11 @@ def test_bf16_needs_native_support_on_cuda(monkeypatch, gpu):
         return including_emulation
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", t4)
-    with pytest.raises(ValueError, match=r"bf16 requested on a GPU without bf16 support \(compute capability < "
-                                         r"8.0\): use --dtype float16 or float32"):
+    with pytest.raises(
+        ValueError,
+        match=r"bf16 requested on a GPU without bf16 support \(compute capability < "
+        r"8.0\): use --dtype float16 or float32",
+    ):
         resolve_dtype("bfloat16", cuda)
     assert asked == {"including_emulation": False}  # emulation does not count as support
     assert resolve_dtype("float16", cuda) == torch.float16
@@ -123,6 +127,7 @@ def test_grad_scaler_only_for_float16():
 
 # --- FLOPs and MFU --------------------------------------------------------------------------------------------
 
+
 def test_flops_per_token_by_hand():
     c = LlamaConfig(vocab_size=100, dim=8, n_layers=2, n_heads=2, hidden_dim=16, max_seq_len=64)
     n = 2 * (4 * 8 * 8 + 3 * 8 * 16) + 100 * 8  # layers x (wq wk wv wo + w1 w3 w2) + tied output matrix
@@ -150,10 +155,21 @@ def test_gpu_preset_flops_and_mfu():
     assert mfu(c, 256, 1e6, 989e12, n_gpus=4) == pytest.approx(expected / 4)
 
 
-@pytest.mark.parametrize("name, peak", [
-    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
-    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100-PCIE-40GB", 312e12),
-    ("NVIDIA L4", 121e12), ("NVIDIA L40S", None), ("Tesla T4", None), ("NVIDIA GeForce RTX 4090", None)])
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA A100-PCIE-40GB", 312e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA L40S", None),
+        ("Tesla T4", None),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
 def test_peak_flops_table(name, peak):
     assert peak_bf16_flops(name) == peak
 
@@ -165,6 +181,7 @@ def test_time_steps_counts_warmup_and_timed_calls():
 
 
 # --- autocast and loss scaling on the CPU ---------------------------------------------------------------------
+
 
 def _losses(amp_dtype, steps=3, scaler=None, init=None):
     torch.manual_seed(0)
@@ -205,8 +222,9 @@ def _sgd_step(amp_dtype, scaler=None, grad_clip=0.0):
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     gen = torch.Generator().manual_seed(0)
     batch = lambda: (torch.randint(128, (4, 16), generator=gen), torch.randint(128, (4, 16), generator=gen))
-    out = train_step(model, opt, batch, 1.0, grad_accum_steps=2, grad_clip=grad_clip, amp_dtype=amp_dtype,
-                     scaler=scaler)
+    out = train_step(
+        model, opt, batch, 1.0, grad_accum_steps=2, grad_clip=grad_clip, amp_dtype=amp_dtype, scaler=scaler
+    )
     return out, model.state_dict()
 
 
@@ -223,6 +241,7 @@ def test_grad_scaler_gradients_are_unscaled_before_the_norm_and_the_clipping():
     clip = 0.5 * norm32
     _, w32 = _sgd_step(torch.float32, grad_clip=clip)
     _, w16 = _sgd_step(torch.float16, torch.amp.GradScaler("cpu"), grad_clip=clip)
+
     def length(a, b):  # of the difference of two weight sets (the tied output matrix is the embedding: once)
         return math.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in start if k != "output.weight"))
 
@@ -240,6 +259,7 @@ def test_grad_scaler_skips_a_step_that_overflows():
 
 
 # --- data parallelism helpers ---------------------------------------------------------------------------------
+
 
 def test_rank_slices_partition_the_global_batch():
     rows = torch.arange(12)
@@ -284,8 +304,16 @@ def test_the_loop_moves_every_batch_through_the_runtime(data):
             moved.append(tuple(batch.shape))
             return super().to_device(batch)
 
-    tc = TrainConfig(batch_size=4, seq_len=16, max_steps=3, warmup_steps=1, eval_interval=0, sample_tokens=0,
-                     device="cpu", grad_accum_steps=2)
+    tc = TrainConfig(
+        batch_size=4,
+        seq_len=16,
+        max_steps=3,
+        warmup_steps=1,
+        eval_interval=0,
+        sample_tokens=0,
+        device="cpu",
+        grad_accum_steps=2,
+    )
     train(tiny_config(), tc, data, runtime=Counting(), **QUIET)
     assert moved == [(4, 16)] * (2 * 2 * 3)  # x and y, 2 micro-batches, 3 steps
 
@@ -306,8 +334,8 @@ class _FakeTraining:
 
     def __init__(self, monkeypatch, losses: dict[tuple, float], seconds: float = 10.0):
         self.losses, self.seconds, self.now, self.calls = losses, seconds, 0.0, []
-        monkeypatch.setattr(gpu_module, "train_fast", self)
-        monkeypatch.setattr(gpu_module.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(ladder, "train_fast", self)
+        monkeypatch.setattr(ladder.time, "perf_counter", lambda: self.now)
 
     def __call__(self, config, tc, data, out_dir=None, **kwargs):
         self.calls.append((tc.lr, config.dim, config.dropout))
@@ -317,24 +345,35 @@ class _FakeTraining:
         if out_dir is not None:  # a run directory with its best checkpoint, as train would leave it
             checkpoint = Path(out_dir) / "step_000010"
             checkpoint.mkdir(parents=True)
-        return TrainResult(model=None, history={"val_nats_per_char": [loss]}, final={"nats_per_char": loss + 0.1},
-                           steps=20, train_seconds=1.0,
-                           best={"step": 10, "nats_per_char": loss, "checkpoint": checkpoint})
+        return TrainResult(
+            model=None,
+            history={"val_nats_per_char": [loss]},
+            final={"nats_per_char": loss + 0.1},
+            steps=20,
+            train_seconds=1.0,
+            best={"step": 10, "nats_per_char": loss, "checkpoint": checkpoint},
+        )
 
 
 def test_ladder_keeps_a_change_only_when_it_beats_the_best_by_min_gain(monkeypatch):
-    losses = {(3e-3, 32, 0.0): 1.55,  # the tiny preset: lr 3e-3, dim 32, dropout 0
-              (1e-2, 32, 0.0): 1.50,  # a higher lr helps: kept
-              (1e-2, 48, 0.0): 1.492,  # wider: 0.008 better, below the 0.01 margin: dropped
-              (1e-2, 32, 0.1): 1.40}  # dropout, on the recipe without the dropped width: kept
+    losses = {
+        (3e-3, 32, 0.0): 1.55,  # the tiny preset: lr 3e-3, dim 32, dropout 0
+        (1e-2, 32, 0.0): 1.50,  # a higher lr helps: kept
+        (1e-2, 48, 0.0): 1.492,  # wider: 0.008 better, below the 0.01 margin: dropped
+        (1e-2, 32, 0.1): 1.40,
+    }  # dropout, on the recipe without the dropped width: kept
     fake = _FakeTraining(monkeypatch, losses)
     rungs = {"lr": dict(lr=1e-2), "wider": dict(dim=48), "dropout": dict(dropout=0.1)}
     messages = []
     rows, recipe = climb_ladder("tiny", rungs, lambda vocab: None, base=dict(max_steps=20), log=messages.append)
     assert fake.calls == [(3e-3, 32, 0.0), (1e-2, 32, 0.0), (1e-2, 48, 0.0), (1e-2, 32, 0.1)]
     assert recipe == dict(max_steps=20, lr=1e-2, dropout=0.1)
-    assert [(r["rung"], r["kept"]) for r in rows] == [("baseline", True), ("lr", True), ("wider", False),
-                                                       ("dropout", True)]
+    assert [(r["rung"], r["kept"]) for r in rows] == [
+        ("baseline", True),
+        ("lr", True),
+        ("wider", False),
+        ("dropout", True),
+    ]
     assert [r["best"] for r in rows] == [1.55, 1.50, 1.492, 1.40] and rows[1]["wall_seconds"] == 10.0
     assert "dropped" in messages[2] and "kept" in messages[3]
 
@@ -346,8 +385,9 @@ def test_ladder_reuses_the_baseline_and_skips_the_rungs_its_budget_cannot_fit(mo
     fake.calls.clear()
     messages = []
     rungs = {"lr": dict(lr=1e-2), "wider": dict(dim=48), "dropout": dict(dropout=0.1), "never": dict(lr=1.0)}
-    rows, recipe = climb_ladder("tiny", rungs, lambda vocab: None, baseline=baseline, budget_s=25.0,
-                                log=messages.append)
+    rows, recipe = climb_ladder(
+        "tiny", rungs, lambda vocab: None, baseline=baseline, budget_s=25.0, log=messages.append
+    )
     # 0 s used: "lr" runs; 10 s used + 10 s for the slowest rung fits in 25 s: "wider" runs; 20 + 10 does not
     assert fake.calls == [(1e-2, 32, 0.0), (1e-2, 48, 0.0)]
     assert [r["rung"] for r in rows] == ["baseline", "lr", "wider"] and recipe == dict(lr=1e-2, dim=48)
@@ -366,12 +406,24 @@ def test_ladder_writes_its_rows_as_json_after_every_rung_and_keeps_only_the_best
         seen.append(json.loads(json_path.read_text())["rows"] if json_path.exists() else None)
         return real_call(*args, **kwargs)
 
-    monkeypatch.setattr(gpu_module, "train_fast", call_and_read_the_json)
+    monkeypatch.setattr(ladder, "train_fast", call_and_read_the_json)
     rungs = {"lr": dict(lr=1e-2), "wider": dict(dim=48), "dropout": dict(dropout=0.1), "never": dict(lr=1.0)}
-    rows, recipe = climb_ladder("tiny", rungs, lambda vocab: None, out_dir=tmp_path / "runs", json_path=json_path,
-                                about={"device": "test"}, budget_s=45.0, log=lambda message: None)
+    rows, recipe = climb_ladder(
+        "tiny",
+        rungs,
+        lambda vocab: None,
+        out_dir=tmp_path / "runs",
+        json_path=json_path,
+        about={"device": "test"},
+        budget_s=45.0,
+        log=lambda message: None,
+    )
     assert [None if s is None else [r["rung"] for r in s] for s in seen] == [
-        None, ["baseline"], ["baseline", "lr"], ["baseline", "lr", "wider"]]  # rewritten after every rung
+        None,
+        ["baseline"],
+        ["baseline", "lr"],
+        ["baseline", "lr", "wider"],
+    ]  # rewritten after every rung
     record = json.loads(json_path.read_text())
     assert record["complete"] is True and record["device"] == "test" and record["not_run"] == ["never"]
     assert record["recipe"] == recipe == dict(lr=1e-2, dropout=0.1) and record["min_gain"] == 0.01

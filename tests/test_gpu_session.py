@@ -31,8 +31,13 @@ GPU_MODE = "mode: full GPU run | torch 2.13.0+cu130 | CUDA 13.0 | NVIDIA H200"
 
 def _chapter(mode_line: str = GPU_MODE) -> nbformat.NotebookNode:
     "A small stand-in for Chapter 7 as run_notebook.py leaves it: every code cell executed, the mode line in cell 2."
-    cells = [new.new_code_cell("#| default_exp gpu"), new.new_markdown_cell("# GPUs"),
-             new.new_code_cell("print(MODE)"), new.new_code_cell("print(6 * 7)"), new.new_code_cell("")]
+    cells = [
+        new.new_code_cell("#| default_exp gpu"),
+        new.new_markdown_cell("# GPUs"),
+        new.new_code_cell("print(MODE)"),
+        new.new_code_cell("print(6 * 7)"),
+        new.new_code_cell(""),
+    ]
     cells[2].outputs = [new.new_output("stream", name="stdout", text=mode_line + "\n")]
     cells[3].outputs = [new.new_output("stream", name="stdout", text="42\n")]
     for count, cell in enumerate(cells[:1] + cells[2:4], start=1):
@@ -84,15 +89,18 @@ def _mode(line: str):
     return lambda nb: nb.cells[2].outputs.__setitem__(0, new.new_output("stream", name="stdout", text=line + "\n"))
 
 
-@pytest.mark.parametrize("change, reason", [
-    (_mode("mode: smoke | torch 2.13.0+cpu | no CUDA device"), "not a full GPU run"),
-    (_mode("mode: full GPU run | torch 2.13.0+cu130"), "names no CUDA device"),
-    (_mode("mode: full GPU run | torch 2.13.0 | CUDA 13.0 | cpu"), "names no CUDA device"),
-    (lambda nb: nb.cells[2].outputs.clear(), "no line starting 'mode: '"),
-    (_set_error, "cell 3 has an error output: CellTimeoutError"),
-    (_unexecuted, "not executed"),
-    (lambda nb: setattr(nb.cells[3], "source", "print(6 * 9)"), "the chapter changed since this run"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (_mode("mode: smoke | torch 2.13.0+cpu | no CUDA device"), "not a full GPU run"),
+        (_mode("mode: full GPU run | torch 2.13.0+cu130"), "names no CUDA device"),
+        (_mode("mode: full GPU run | torch 2.13.0 | CUDA 13.0 | cpu"), "names no CUDA device"),
+        (lambda nb: nb.cells[2].outputs.clear(), "no line starting 'mode: '"),
+        (_set_error, "cell 3 has an error output: CellTimeoutError"),
+        (_unexecuted, "not executed"),
+        (lambda nb: setattr(nb.cells[3], "source", "print(6 * 9)"), "the chapter changed since this run"),
+    ],
+)
 def test_accept_refuses_and_writes_nothing(chapter, capsys, change, reason):
     executed, target = chapter
     run = _chapter()
@@ -109,12 +117,15 @@ def test_accept_source_changes_only_when_asked(chapter):
     assert _accept(run, executed, target, "--allow-source-changes")[0] == 0
 
 
-@pytest.mark.parametrize("ladder, reason", [
-    ({"device": "NVIDIA H200", "complete": False, "rows": [{"rung": "baseline"}]}, "not complete"),
-    ({"device": "NVIDIA H200", "complete": True, "rows": []}, "no rows"),
-    ({"device": "cpu", "complete": True, "rows": [{"rung": "baseline"}]}, "not on a GPU"),
-    (None, "cannot read the ladder file"),
-])
+@pytest.mark.parametrize(
+    "ladder, reason",
+    [
+        ({"device": "NVIDIA H200", "complete": False, "rows": [{"rung": "baseline"}]}, "not complete"),
+        ({"device": "NVIDIA H200", "complete": True, "rows": []}, "no rows"),
+        ({"device": "cpu", "complete": True, "rows": [{"rung": "baseline"}]}, "not on a GPU"),
+        (None, "cannot read the ladder file"),
+    ],
+)
 def test_accept_checks_the_ladder_when_given(chapter, tmp_path, capsys, ladder, reason):
     executed, target = chapter
     path = tmp_path / "ch7_ladder.json"
@@ -130,16 +141,21 @@ def test_accept_checks_the_ladder_when_given(chapter, tmp_path, capsys, ladder, 
 
 
 @pytest.mark.slow  # a runner process and its Jupyter kernel
-@pytest.mark.parametrize("source, options, ename, says", [
-    ("import os\nos._exit(1)", [], "DeadKernelError", "the kernel died"),
-    ("import time\ntime.sleep(120)", ["--timeout", "2"], "CellTimeoutError", "still running after 2 s: --timeout"),
-])
-def test_run_notebook_stops_at_a_dead_kernel_or_a_timeout_and_keeps_earlier_cells(tmp_path, source, options, ename,
-                                                                                  says):
+@pytest.mark.parametrize(
+    "source, options, ename, says",
+    [
+        ("import os\nos._exit(1)", [], "DeadKernelError", "the kernel died"),
+        ("import time\ntime.sleep(120)", ["--timeout", "2"], "CellTimeoutError", "still running after 2 s: --timeout"),
+    ],
+)
+def test_run_notebook_stops_at_a_dead_kernel_or_a_timeout_and_keeps_earlier_cells(
+    tmp_path, source, options, ename, says
+):
     cells = [new.new_code_cell("print(6 * 7)"), new.new_code_cell(source), new.new_code_cell("print('never')")]
     nbformat.write(new.new_notebook(cells=cells), tmp_path / "t.ipynb")
-    done = run_python(str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(tmp_path / "out"),
-                      *options, timeout=60)
+    done = run_python(
+        str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(tmp_path / "out"), *options, timeout=60
+    )
     assert done.returncode == 1 and f"cell 1 FAILED ({ename})" in done.stdout and says in done.stdout, done.stdout
     cells = nbformat.read(tmp_path / "out" / "t.ipynb", as_version=4).cells
     assert cells[0].outputs[0]["text"] == "42\n" and cells[0].execution_count == 1
@@ -151,8 +167,10 @@ def test_run_notebook_stops_at_a_dead_kernel_or_a_timeout_and_keeps_earlier_cell
 def test_run_notebook_stopped_by_sigterm_saves_and_says_so(tmp_path):
     "gpu_session.sh's backstop `timeout` sends SIGTERM: the runner saves what ran and shuts its kernel down."
     started = tmp_path / "started"
-    cells = [new.new_code_cell("print(6 * 7)"),
-             new.new_code_cell(f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(120)")]
+    cells = [
+        new.new_code_cell("print(6 * 7)"),
+        new.new_code_cell(f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(120)"),
+    ]
     nbformat.write(new.new_notebook(cells=cells), tmp_path / "t.ipynb")
     command = [sys.executable, str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(tmp_path)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as runner:
@@ -173,13 +191,22 @@ def test_run_notebook_stopped_by_sigterm_saves_and_says_so(tmp_path):
 def _session(tmp_path, corpus_path, **env) -> tuple[subprocess.CompletedProcess, Path]:
     "Run gpu_session.sh in the project's root with this interpreter; a notebook that leaves a marker if it runs."
     marker = tmp_path / "notebook-ran"
-    nbformat.write(new.new_notebook(cells=[new.new_code_cell(f"open({str(marker)!r}, 'w').close()")]),
-                   tmp_path / "fake.ipynb")
+    nbformat.write(
+        new.new_notebook(cells=[new.new_code_cell(f"open({str(marker)!r}, 'w').close()")]), tmp_path / "fake.ipynb"
+    )
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "DEADLINE_S": "120",
-           "NOTEBOOK": str(tmp_path / "fake.ipynb"), "LLAMA_NB_TINYSHAKESPEARE": str(corpus_path), **env}
-    done = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=110)
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "OUT": str(out),
+        "DEADLINE_S": "120",
+        "NOTEBOOK": str(tmp_path / "fake.ipynb"),
+        "LLAMA_NB_TINYSHAKESPEARE": str(corpus_path),
+        **env,
+    }
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=110
+    )
     return done, marker
 
 
@@ -219,15 +246,38 @@ def test_session_with_a_failed_wheel_install_skips_the_notebook_but_runs_bench_g
 
 # --- gpu_summary.py ---------------------------------------------------------------------------------------------------
 
-RUN = {"mode": "full GPU run", "device": "NVIDIA H200", "torch": "2.13.0+cu130", "cuda": "13.0",
-       "best_val_nats_per_char": 1.4123, "best_step": 300, "ms_per_step": 21.25, "tokens_per_s": 771_000.0,
-       "mfu": 0.213, "equal_context_nats_per_char": None}
-BENCH_RESULTS = {"smoke": False, "device": "NVIDIA H200", "best_val_nats_per_char": 1.4051, "best_step": 250,
-                 "ms_per_step": 18.5, "tokens_per_s": 885_000.0, "mfu": None,
-                 "sweep": [{"batch_size": 64, "ms_per_step": 18.0, "tokens_per_s": 910_000.0, "mfu": 0.25},
-                           {"batch_size": 256, "error": "OutOfMemoryError: planted"}], "sweep_not_run": [128]}
-LADDER = {"device": "NVIDIA H200", "complete": True, "not_run": ["wider"],
-          "rows": [{"rung": "baseline", "best": 1.41}, {"rung": "EMA", "best": 1.39}]}
+RUN = {
+    "mode": "full GPU run",
+    "device": "NVIDIA H200",
+    "torch": "2.13.0+cu130",
+    "cuda": "13.0",
+    "best_val_nats_per_char": 1.4123,
+    "best_step": 300,
+    "ms_per_step": 21.25,
+    "tokens_per_s": 771_000.0,
+    "mfu": 0.213,
+    "equal_context_nats_per_char": None,
+}
+BENCH_RESULTS = {
+    "smoke": False,
+    "device": "NVIDIA H200",
+    "best_val_nats_per_char": 1.4051,
+    "best_step": 250,
+    "ms_per_step": 18.5,
+    "tokens_per_s": 885_000.0,
+    "mfu": None,
+    "sweep": [
+        {"batch_size": 64, "ms_per_step": 18.0, "tokens_per_s": 910_000.0, "mfu": 0.25},
+        {"batch_size": 256, "error": "OutOfMemoryError: planted"},
+    ],
+    "sweep_not_run": [128],
+}
+LADDER = {
+    "device": "NVIDIA H200",
+    "complete": True,
+    "not_run": ["wider"],
+    "rows": [{"rung": "baseline", "best": 1.41}, {"rung": "EMA", "best": 1.39}],
+}
 
 
 def _write(folder: Path, **files) -> Path:
@@ -238,19 +288,19 @@ def _write(folder: Path, **files) -> Path:
 
 
 def test_summary_has_a_line_per_figure_from_both_files(tmp_path):
-    out = _write(tmp_path / "out", **{"ch7_run.json": RUN, "bench_gpu.json": BENCH_RESULTS,
-                                      "ch7_ladder.json": LADDER})
+    out = _write(tmp_path / "out", **{"ch7_run.json": RUN, "bench_gpu.json": BENCH_RESULTS, "ch7_ladder.json": LADDER})
     assert gpu_summary.summary_lines(out) == [
         "best val nats/char: notebook 1.412 at step 300 | bench_gpu 1.405 at step 250",
         "ms/step: notebook 21.25 | bench_gpu 18.50 | sweep by batch 64: 18.00, 256: failed",
         "tokens/s: notebook 771,000 | bench_gpu 885,000 | sweep by batch 64: 910,000, 256: failed",
         "MFU: notebook 21.3% | bench_gpu not reported | sweep by batch 64: 25.0%, 256: failed",
-        "ladder: 2 rung(s) run, complete | best 1.390 nats/char (EMA) | not run: wider"]
+        "ladder: 2 rung(s) run, complete | best 1.390 nats/char (EMA) | not run: wider",
+    ]
 
 
 def test_summary_says_missing_for_what_did_not_come_back(tmp_path):
     run = {k: v for k, v in RUN.items() if k != "ms_per_step"}  # a figure the file lacks
-    out = _write(tmp_path / "out", **{"ch7_run.json": {**run, "mode": "smoke"}, "ch7_ladder.json": "{\"rows\": ["})
+    out = _write(tmp_path / "out", **{"ch7_run.json": {**run, "mode": "smoke"}, "ch7_ladder.json": '{"rows": ['})
     lines = gpu_summary.summary_lines(out)
     assert lines[0] == "best val nats/char: notebook (smoke) 1.412 at step 300 | bench_gpu missing"
     assert lines[1] == "ms/step: notebook (smoke) missing | bench_gpu missing"
@@ -265,8 +315,9 @@ def test_limits_on_what_comes_back(tmp_path):
     out = _write(tmp_path / "out", **{f"f{i}.json": "{}" for i in range(8)})
     (out / "a" / "b").mkdir(parents=True)
     (out / "a" / "b" / "two-deep.txt").write_text("ok")
-    assert gpu_summary.limit_problems(out) == ["9 files (at most 8): " + ", ".join(
-        ["a/b/two-deep.txt"] + [f"f{i}.json" for i in range(8)])]
+    assert gpu_summary.limit_problems(out) == [
+        "9 files (at most 8): " + ", ".join(["a/b/two-deep.txt"] + [f"f{i}.json" for i in range(8)])
+    ]
     (out / "f0.json").unlink()
     assert gpu_summary.limit_problems(out) == []
     (out / "a" / "b" / "c").mkdir()

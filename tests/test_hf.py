@@ -35,8 +35,9 @@ CONFIGS = {
     "gqa-untied": dict(vocab_size=200, dim=64, n_layers=3, n_heads=8, n_kv_heads=2, tie_embeddings=False),
     "gqa-tied-theta": dict(vocab_size=150, dim=96, n_layers=2, n_heads=6, n_kv_heads=3, rope_theta=500000.0),
     "mqa-tied": dict(vocab_size=96, dim=48, n_layers=2, n_heads=6, n_kv_heads=1, norm_eps=1e-6),
-    "mqa-untied-hidden": dict(vocab_size=64, dim=64, n_layers=2, n_heads=4, n_kv_heads=1, hidden_dim=100,
-                              tie_embeddings=False),
+    "mqa-untied-hidden": dict(
+        vocab_size=64, dim=64, n_layers=2, n_heads=4, n_kv_heads=1, hidden_dim=100, tie_embeddings=False
+    ),
     "larger": dict(vocab_size=512, dim=128, n_layers=4, n_heads=8, n_kv_heads=4, max_seq_len=64),
 }
 
@@ -119,8 +120,9 @@ def test_config_mapping_round_trip_and_unsupported_options():
     old = {k: v for k, v in d.items() if k != "rope_parameters"} | {"rope_scaling": None}
     assert config_from_hf_dict(old).rope_theta == 5e5
     # Hugging Face defaults for missing keys: no tying, eps 1e-6, MHA
-    minimal = {k: d[k] for k in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                                 "num_attention_heads"]}
+    minimal = {
+        k: d[k] for k in ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"]
+    }
     m = config_from_hf_dict(minimal)
     assert (m.tie_embeddings, m.norm_eps, m.n_kv_heads, m.max_seq_len) == (False, 1e-6, 4, 2048)
     for change, match in [
@@ -197,8 +199,9 @@ def test_save_hf_pretrained_loads_with_auto_model(tmp_path, name):
     assert max_diff(ours, hf, ids_for(ours.config)) < 1e-5
     # and HF's greedy generate, with its own cache, continues a prompt with the tokens ours does
     prompt = ids_for(ours.config, B=1, T=4)
-    out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False,
-                      pad_token_id=0)
+    out = hf.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False, pad_token_id=0
+    )
     assert out.shape == (1, 24)
     assert out[0, 4:].tolist() == generate(ours, prompt[0], 20, greedy=True, eos_id=None)
 

@@ -9,28 +9,40 @@ from helpers import QUIET, tiny_config
 
 import llama_nb.loop as loop_module
 from llama_nb.checkpoint import BEST_FILE, CheckpointError, find_checkpoint, load_model_from_checkpoint
-from llama_nb.loop import TrainConfig, best_evaluation, train
+from llama_nb.config import TrainConfig
+from llama_nb.loop import best_evaluation, train
 from llama_nb.model import Llama, LlamaConfig
 
 # `data` (the first 60,000 characters of the corpus, a 512-token tokenizer) is conftest.py's.
 
 
 def run_config(**kw) -> TrainConfig:
-    base = dict(batch_size=4, seq_len=16, max_steps=12, warmup_steps=1, eval_interval=2, sample_tokens=0,
-                device="cpu", keep_best=True)
+    base = dict(
+        batch_size=4,
+        seq_len=16,
+        max_steps=12,
+        warmup_steps=1,
+        eval_interval=2,
+        sample_tokens=0,
+        device="cpu",
+        keep_best=True,
+    )
     return TrainConfig(**{**base, **kw})
 
 
 @pytest.fixture
 def scripted_validation(monkeypatch):
     "Make `evaluate` inside the loop return the given losses in order (nats/char), so the best step is known."
+
     def script(values):
         it = iter(values)
 
         def fake_evaluate(model, ids, n_chars, seq_len, batch_size=32):
             v = next(it)
             return {"nats_per_token": 2 * v, "nats_per_char": v, "tokens": 1}
+
         monkeypatch.setattr(loop_module, "evaluate", fake_evaluate)
+
     return script
 
 
@@ -91,6 +103,7 @@ def test_the_loop_reads_the_loss_back_only_every_log_interval_steps(data, monkey
             if "llama_nb" in caller and not caller.endswith("model.py"):
                 reads["n"] += 1
             return _real(self, *a, **k)
+
         monkeypatch.setattr(torch.Tensor, name, counting)
     tc = run_config(max_steps=20, eval_interval=0, log_interval=10, keep_best=False)
     result = train(tiny_config(), tc, data, **QUIET)

@@ -11,6 +11,7 @@ from helpers import SMALL, randomise, run_python, small_model
 from torch.testing import assert_close
 
 from llama_nb import model as llama_model
+from llama_nb.core import ArgumentError
 from llama_nb.model import (
     KVCache,
     Llama,
@@ -75,8 +76,12 @@ def test_grouped_query_attention_matches_per_head_reference(n_kv):
     H, r = 8, 8 // n_kv
     q, k, v = torch.randn(2, H, 5, 8), torch.randn(2, n_kv, 5, 8), torch.randn(2, n_kv, 5, 8)
     per_head = torch.cat(
-        [prefix_softmax_reference(q[:, h : h + 1], k[:, h // r : h // r + 1], v[:, h // r : h // r + 1])
-         for h in range(H)], dim=1)
+        [
+            prefix_softmax_reference(q[:, h : h + 1], k[:, h // r : h // r + 1], v[:, h // r : h // r + 1])
+            for h in range(H)
+        ],
+        dim=1,
+    )
     assert_close(repeat_kv(k, r), k.repeat_interleave(r, dim=1))
     assert_close(naive_causal_attention(q, k, v), per_head)
     assert_close(causal_attention(q, k, v), per_head)
@@ -102,29 +107,32 @@ def test_config_defaults_are_filled_in_and_round_trip():
         LlamaConfig.from_dict({**cfg.to_dict(), "n_embd": 3})
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(dim=100, n_heads=8), "divisible by n_heads"),
-    (dict(n_heads=8, n_kv_heads=3), "divisible by n_kv_heads"),
-    (dict(dim=24, n_heads=8), "head_dim .* must be even"),
-    (dict(vocab_size=0), "vocab_size must be an int >= 1"),
-    (dict(n_layers=2.0), "n_layers must be an int"),
-    (dict(n_heads=True), "n_heads must be an int"),
-    (dict(n_kv_heads=0), "n_kv_heads must be an int >= 1"),
-    (dict(max_seq_len=-1), "max_seq_len"),
-    (dict(hidden_dim=0), "hidden_dim"),
-    (dict(dropout=1.0), "dropout must be a number in"),
-    (dict(dropout=-0.1), "dropout"),
-    (dict(norm_eps=0.0), "norm_eps"),
-    (dict(rope_theta=float("nan")), "rope_theta"),
-    (dict(tie_embeddings="yes"), "tie_embeddings"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(dim=100, n_heads=8), "divisible by n_heads"),
+        (dict(n_heads=8, n_kv_heads=3), "divisible by n_kv_heads"),
+        (dict(dim=24, n_heads=8), "head_dim .* must be even"),
+        (dict(vocab_size=0), "vocab_size must be an int >= 1"),
+        (dict(n_layers=2.0), "n_layers must be an int"),
+        (dict(n_heads=True), "n_heads must be an int"),
+        (dict(n_kv_heads=0), "n_kv_heads must be an int >= 1"),
+        (dict(max_seq_len=-1), "max_seq_len"),
+        (dict(hidden_dim=0), "hidden_dim"),
+        (dict(dropout=1.0), "dropout must be a number in"),
+        (dict(dropout=-0.1), "dropout"),
+        (dict(norm_eps=0.0), "norm_eps"),
+        (dict(rope_theta=float("nan")), "rope_theta"),
+        (dict(tie_embeddings="yes"), "tie_embeddings"),
+    ],
+)
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LlamaConfig(**kwargs)
 
 
 def test_llama_needs_a_config():
-    with pytest.raises(TypeError, match="LlamaConfig"):
+    with pytest.raises(ArgumentError, match="LlamaConfig"):
         Llama(SMALL)
 
 
@@ -168,9 +176,15 @@ def test_initialisation_scales():
         assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.001
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(), dict(n_kv_heads=2), dict(n_kv_heads=1, tie_embeddings=False), dict(dim=48, n_heads=6, hidden_dim=100),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(n_kv_heads=2),
+        dict(n_kv_heads=1, tie_embeddings=False),
+        dict(dim=48, n_heads=6, hidden_dim=100),
+    ],
+)
 def test_parameter_count_formula(overrides):
     cfg = LlamaConfig(**{**SMALL, **overrides})
     model = Llama(cfg)
@@ -181,10 +195,10 @@ def test_parameter_count_formula(overrides):
 
 
 def test_parameter_count_matches_published_llama_sizes():
-    llama2_7b = LlamaConfig(vocab_size=32000, dim=4096, n_layers=32, n_heads=32, hidden_dim=11008,
-                            tie_embeddings=False)
-    llama3_8b = LlamaConfig(vocab_size=128256, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-                            hidden_dim=14336, tie_embeddings=False)
+    llama2_7b = LlamaConfig(vocab_size=32000, dim=4096, n_layers=32, n_heads=32, hidden_dim=11008, tie_embeddings=False)
+    llama3_8b = LlamaConfig(
+        vocab_size=128256, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, hidden_dim=14336, tie_embeddings=False
+    )
     assert count_parameters(llama2_7b) == 6_738_415_616
     assert count_parameters(llama3_8b) == 8_030_261_248
 
@@ -226,17 +240,20 @@ def test_backward_reaches_every_parameter():
 # ---------------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("bad,match", [
-    (torch.tensor([[1, 2, 97]]), r"must be in \[0, 97\), got 97"),
-    (torch.tensor([[1, -1]]), r"must be in \[0, 97\), got -1"),
-    (torch.tensor([[1.0, 2.0]]), "integer tensor"),
-    (torch.tensor([[True]]), "integer tensor"),
-    (torch.tensor([1, 2, 3]), r"shape \(batch, seq_len\)"),
-    ([[1, 2]], "torch.Tensor"),
-    (torch.zeros(0, 4, dtype=torch.long), "empty"),
-    (torch.zeros(2, 0, dtype=torch.long), "empty"),
-    (torch.zeros(1, 25, dtype=torch.long), "sequence too long"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (torch.tensor([[1, 2, 97]]), r"must be in \[0, 97\), got 97"),
+        (torch.tensor([[1, -1]]), r"must be in \[0, 97\), got -1"),
+        (torch.tensor([[1.0, 2.0]]), "integer tensor"),
+        (torch.tensor([[True]]), "integer tensor"),
+        (torch.tensor([1, 2, 3]), r"shape \(batch, seq_len\)"),
+        ([[1, 2]], "torch.Tensor"),
+        (torch.zeros(0, 4, dtype=torch.long), "empty"),
+        (torch.zeros(2, 0, dtype=torch.long), "empty"),
+        (torch.zeros(1, 25, dtype=torch.long), "sequence too long"),
+    ],
+)
 def test_bad_input_ids(bad, match):
     with pytest.raises(ValueError, match=match):
         small_model()(bad)

@@ -78,8 +78,9 @@ def complex_rope_reference(x, offset=0, base=10000.0):
     return torch.cat([z.real, z.imag], dim=-1)
 
 
-@pytest.mark.parametrize("head_dim, base, offset", [(16, 10000.0, 0), (16, 10000.0, 37), (64, 500000.0, 5),
-                                                    (8, 10.0, 90)])
+@pytest.mark.parametrize(
+    "head_dim, base, offset", [(16, 10000.0, 0), (16, 10000.0, 37), (64, 500000.0, 5), (8, 10.0, 90)]
+)
 def test_matches_complex_number_rotation(head_dim, base, offset):
     torch.manual_seed(0)
     cos, sin = precompute_rope_cache(head_dim, 128, base)

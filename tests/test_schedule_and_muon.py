@@ -12,11 +12,12 @@ from helpers import QUIET
 import llama_nb.loop as loop_module
 from llama_nb.batches import get_batch, prepare_data
 from llama_nb.checkpoint import CheckpointError
-from llama_nb.gpu import GPURuntime, preset_configs
-from llama_nb.loop import TrainConfig, train
+from llama_nb.config import TrainConfig, preset_configs
+from llama_nb.gpu import GPURuntime
+from llama_nb.loop import train
 from llama_nb.model import Llama, LlamaConfig
 from llama_nb.optim import MuonAdamW, build_optimizer, configure_optimizer, decay_groups, lr_at, muon_groups, train_step
-from llama_nb.train import build_train_parser, resolve_configs
+from llama_nb.train_cli import build_train_parser, resolve_configs
 
 LR, MIN_LR, WARMUP = 1e-3, 1e-4, 2
 
@@ -32,8 +33,17 @@ def tiny(**kw) -> LlamaConfig:
 
 
 def run_config(**kw) -> TrainConfig:
-    base = dict(batch_size=4, seq_len=16, max_steps=12, lr=LR, min_lr=MIN_LR, warmup_steps=WARMUP, eval_interval=0,
-                sample_tokens=0, device="cpu")
+    base = dict(
+        batch_size=4,
+        seq_len=16,
+        max_steps=12,
+        lr=LR,
+        min_lr=MIN_LR,
+        warmup_steps=WARMUP,
+        eval_interval=0,
+        sample_tokens=0,
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -78,8 +88,7 @@ def test_a_resumed_budgeted_run_fits_the_cosine_to_the_steps_it_has_left(data, f
     """Stopped at step 4 of 200, resumed with a 0.5 s budget: 4 more steps fit, so the cosine ends at step 8 (not at
     step 4 + 1, which a horizon that forgot the start step gave)."""
     train(tiny(), run_config(max_steps=200), data, out_dir=tmp_path, stop_at=4, **QUIET)
-    resumed = train(tiny(), run_config(max_steps=200, time_budget_s=0.5), data, out_dir=tmp_path, resume=True,
-                    **QUIET)
+    resumed = train(tiny(), run_config(max_steps=200, time_budget_s=0.5), data, out_dir=tmp_path, resume=True, **QUIET)
     assert resumed.steps == 8
     lrs = resumed.history["lr"][4:]
     expected = [lr_at(4, LR, MIN_LR, WARMUP, 200)] + [lr_at(s, LR, MIN_LR, WARMUP, 8) for s in range(5, 8)]
@@ -127,7 +136,8 @@ def test_unknown_optimizer_is_refused():
         build_optimizer(Llama(tiny()), "sgd", lr=1e-3)
     with pytest.raises(ValueError, match="not saved by MuonAdamW"):
         build_optimizer(Llama(tiny()), "muon", lr=1e-3).load_state_dict(
-            configure_optimizer(Llama(tiny()), lr=1e-3).state_dict())
+            configure_optimizer(Llama(tiny()), lr=1e-3).state_dict()
+        )
 
 
 def test_a_muon_run_learns_and_resumes_exactly(data, tmp_path):
@@ -155,8 +165,17 @@ def test_muon_with_float16_loss_scaling_on_the_cpu(data):
     runtime = GPURuntime(torch.device("cpu"), amp_dtype=torch.float16)
     opt = runtime.optimizer(model, run_config(optimizer="muon"))
     gen = torch.Generator().manual_seed(0)
-    losses = [train_step(model, opt, lambda: get_batch(data.train_ids, 4, 16, gen), lr=1e-2, amp_dtype=torch.float16,
-                         scaler=runtime.scaler)[0] for _ in range(5)]
+    losses = [
+        train_step(
+            model,
+            opt,
+            lambda: get_batch(data.train_ids, 4, 16, gen),
+            lr=1e-2,
+            amp_dtype=torch.float16,
+            scaler=runtime.scaler,
+        )[0]
+        for _ in range(5)
+    ]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
 
 

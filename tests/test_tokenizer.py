@@ -76,8 +76,9 @@ def test_transformers_loads_it(tokenizer, splits, tmp_path):
     from transformers import PreTrainedTokenizerFast
 
     path = save_tokenizer(tokenizer, tmp_path / "tokenizer.json")
-    hf = PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="[BOS]", eos_token="[EOS]",
-                                 unk_token="[UNK]", pad_token="[PAD]")
+    hf = PreTrainedTokenizerFast(
+        tokenizer_file=str(path), bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]", pad_token="[PAD]"
+    )
     sample = splits[1][:3000]
     assert hf(sample)["input_ids"] == tokenizer.encode(sample).ids
     assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id, hf.unk_token_id) == (BOS_ID, EOS_ID, PAD_ID, UNK_ID)

@@ -1,4 +1,4 @@
-"""Data pipeline, loss units, optimizer groups, schedule, train step and the training loop of llama_nb.train."""
+"""Data pipeline, loss units, optimizer groups, schedule, train step and the training loop of llama_nb.train_cli."""
 
 import math
 
@@ -8,8 +8,9 @@ from helpers import QUIET, VOCAB, two_layer_config
 
 from llama_nb.batches import evaluate, get_batch, prepare_data, val_windows
 from llama_nb.checkpoint import CheckpointError
+from llama_nb.config import TrainConfig
 from llama_nb.data import train_val_split
-from llama_nb.loop import TrainConfig, train
+from llama_nb.loop import train
 from llama_nb.model import Llama
 from llama_nb.optim import configure_optimizer, decay_groups, lr_at, train_step
 from llama_nb.tokenizer import PAD_ID, train_tokenizer
@@ -187,6 +188,7 @@ def test_gradient_clipping_limits_the_global_norm(data):
     unclipped, norm = _sgd_step(data, 1)
     clipped, norm_again = _sgd_step(data, 1, clip=0.1 * norm)
     assert norm_again == pytest.approx(norm)  # the norm before clipping is reported
+
     def step(after):  # length of the update (the tied output matrix is the embedding: count it once)
         return math.sqrt(sum(float(((after[k] - start[k]) ** 2).sum()) for k in start if k != "output.weight"))
 
@@ -206,11 +208,19 @@ def test_train_step_sets_the_learning_rate_and_averages_the_loss(data):
 
 
 # --------------------------------------------------------------------------------------------- training loop
-@pytest.mark.parametrize("kwargs, match", [
-    ({"batch_size": 0}, "batch_size"), ({"max_steps": 1.5}, "max_steps"), ({"lr": 1e-3, "min_lr": 1e-2}, "min_lr"),
-    ({"warmup_steps": 2000}, "warmup_steps"), ({"beta2": 1.0}, "beta2"), ({"grad_clip": -1.0}, "grad_clip"),
-    ({"time_budget_s": 0}, "time_budget_s"), ({"eval_interval": -1}, "eval_interval"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_steps": 1.5}, "max_steps"),
+        ({"lr": 1e-3, "min_lr": 1e-2}, "min_lr"),
+        ({"warmup_steps": 2000}, "warmup_steps"),
+        ({"beta2": 1.0}, "beta2"),
+        ({"grad_clip": -1.0}, "grad_clip"),
+        ({"time_budget_s": 0}, "time_budget_s"),
+        ({"eval_interval": -1}, "eval_interval"),
+    ],
+)
 def test_train_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
@@ -224,8 +234,9 @@ def test_train_config_round_trips_and_rejects_unknown_keys():
 
 
 def test_train_learns_and_records_history(data):
-    tc = TrainConfig(batch_size=16, seq_len=32, max_steps=40, lr=5e-3, min_lr=5e-4, warmup_steps=5,
-                     eval_interval=20, sample_tokens=8)
+    tc = TrainConfig(
+        batch_size=16, seq_len=32, max_steps=40, lr=5e-3, min_lr=5e-4, warmup_steps=5, eval_interval=20, sample_tokens=8
+    )
     messages = []
     result = train(two_layer_config(), tc, data, progress=False, log=messages.append)
     h = result.history
@@ -250,5 +261,11 @@ def test_train_rejects_inconsistent_arguments(data, tmp_path):
     with pytest.raises(CheckpointError, match="already holds a checkpoint"):
         train(two_layer_config(), tc, data, out_dir=tmp_path, **QUIET)
     with pytest.raises(CheckpointError, match="lr=0.001 \\(now 0.002\\)"):
-        train(two_layer_config(), TrainConfig(**{**tc.to_dict(), "lr": 2e-3, "max_steps": 4}), data, out_dir=tmp_path,
-              resume=True, **QUIET)
+        train(
+            two_layer_config(),
+            TrainConfig(**{**tc.to_dict(), "lr": 2e-3, "max_steps": 4}),
+            data,
+            out_dir=tmp_path,
+            resume=True,
+            **QUIET,
+        )
