@@ -162,6 +162,103 @@ def best_evaluation(history: dict) -> dict | None:
     return {"step": history["eval_step"][i], "nats_per_char": vals[i], "evals_since": len(vals) - 1 - i}
 
 
+@dataclass
+class _Run:
+    "One training run's state, shared by the loop and its helpers below."
+
+    tc: TrainConfig
+    rt: Runtime
+    data: TokenizedData
+    model: Llama  # the plain module: evaluated, sampled and saved (the runtime may step a compiled or DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None  # evaluated in place of the raw weights
+    data_gen: torch.Generator  # the batch order (the same generator in every process)
+    train_ids: torch.Tensor  # where the training windows come from
+    rows: slice  # this process's rows of every batch
+    fingerprint: str  # of the data, saved in each checkpoint
+    out_dir: str | os.PathLike | None
+    log: Callable[[str], None]
+    history: dict = field(default_factory=_new_history)
+    pending: list = field(default_factory=list)  # (step, lr, loss, grad_norm) of the steps not read back yet
+    train_seconds: float = 0.0  # wall time of the training steps only
+    ckpt: Path | None = None  # the latest checkpoint
+    bar: tqdm | None = None
+
+
+def _next_batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = get_batch(run.train_ids, run.tc.batch_size, run.tc.seq_len, run.data_gen)  # (B, T): the whole batch
+    return run.rt.to_device(x[run.rows]), run.rt.to_device(y[run.rows])
+
+
+def _horizon(tc: TrainConfig, step: int, start_step: int, train_seconds: float) -> int:
+    "The step where the cosine ends: max_steps, or under a time budget the steps that fit, but never beyond it."
+    if tc.time_budget_s is None or step == start_step or train_seconds <= 0:
+        return tc.max_steps
+    fit = start_step + int((step - start_step) * tc.time_budget_s / train_seconds)  # from the speed so far
+    return min(tc.max_steps, max(step + 1, tc.warmup_steps + 1, fit))
+
+
+def _read_back(run: _Run) -> None:
+    "Move the pending losses into the history: the one place that waits for the device (every log_interval steps)."
+    if not run.pending:
+        return
+    t0 = time.perf_counter()
+    values = torch.stack([torch.stack([p[2], p[3]]) for p in run.pending]).float()  # (n, 2): loss, grad norm
+    values = run.rt.mean(values).tolist()  # the mean over the processes: every process logs the global loss
+    seconds = torch.tensor([run.train_seconds + time.perf_counter() - t0])
+    run.train_seconds = run.rt.mean(seconds)[0].item()  # the same clock in every process
+    for (s, lr, _, _), (loss, grad_norm) in zip(run.pending, values):
+        for key, value in zip(("step", "loss", "lr", "grad_norm"), (s, loss, lr, grad_norm)):
+            run.history[key].append(value)
+    run.history.setdefault("clock", []).append([run.pending[-1][0], run.train_seconds])  # for speed in the loop
+    run.pending.clear()
+    run.bar.set_postfix(loss=f"{run.history['loss'][-1]:.3f}", lr=f"{run.history['lr'][-1]:.2e}", refresh=False)
+
+
+def _evaluate_sample_save(run: _Run, step: int) -> dict:
+    "Evaluate, sample, log and save a checkpoint at `step`: the one place that reports and saves."
+    tc, rt, model, history = run.tc, run.rt, run.model, run.history
+    with run.ema.applied(model) if run.ema else nullcontext():  # the weights reported (and sampled): the average
+        ev = evaluate(model, run.data.val_ids, run.data.val_chars, tc.seq_len, tc.eval_batch_size)  # every process
+        text = ""
+        if tc.sample_tokens and rt.is_main:  # seeded: training's RNG untouched
+            text = generate_text(
+                model, run.data.tokenizer, tc.sample_prompt, tc.sample_tokens, temperature=0.8, top_k=50, seed=tc.seed
+            )
+    history["eval_step"].append(step)
+    history["val_nats_per_token"].append(ev["nats_per_token"])
+    history["val_nats_per_char"].append(ev["nats_per_char"])
+    is_best = best_evaluation(history)["step"] == step
+    extra = rt.extra_state() if run.out_dir is not None else {}  # every process takes part (Chapter 7)
+    extra |= {"ema": run.ema.state_dict()} if run.ema else {}
+    if rt.is_main:
+        msg = (
+            f"step {step:>5} | train loss {history['loss'][-1] if history['loss'] else float('nan'):.3f} | "
+            f"val {ev['nats_per_token']:.3f} nats/token, {ev['nats_per_char']:.3f} nats/char"
+            + (" (best so far)" if is_best and len(history["eval_step"]) > 1 else "")
+        )
+        if tc.sample_tokens:
+            history["samples"].append({"step": step, "text": text})
+            msg += "\n" + text
+        run.log(msg)
+        if run.out_dir is not None:
+            run.ckpt = save_checkpoint(
+                run.out_dir,
+                model,
+                run.optimizer,
+                step=step,
+                tokenizer=run.data.tokenizer,
+                train_config=tc.to_dict(),
+                data_generator=run.data_gen,
+                history=history,
+                data_fingerprint=run.fingerprint,
+                best=tc.keep_best and is_best,
+                extra=extra,
+            )
+    rt.barrier()  # the other processes wait for the checkpoint
+    return ev
+
+
 def train(
     config: LlamaConfig,
     tc: TrainConfig,
@@ -179,6 +276,7 @@ def train(
     see `keep_best`, `patience` and `ema_decay`). `resume=True` continues exactly from out_dir's latest checkpoint;
     `stop_at` stops after that many steps without changing the schedule. All messages go through `log`. `runtime`
     says where the steps run: one process in float32 on `tc.device` by default (Chapter 7 passes its own)."""
+    # 1. Check the arguments before any work.
     if tc.seq_len > config.max_seq_len:
         raise ArgumentError(f"seq_len {tc.seq_len} exceeds the model's max_seq_len {config.max_seq_len}.")
     if data.tokenizer.get_vocab_size() > config.vocab_size:
@@ -199,112 +297,56 @@ def train(
             f"{out_dir} already holds a checkpoint: pass resume=True (--resume) to continue it, "
             "or train into a new directory."
         )
-    rt, device = runtime, runtime.device
+    rt = runtime
     if tc.bpe_dropout != data.bpe_dropout:  # section 6.1's augmentation, made here unless `data` already has it
         data = with_bpe_dropout(data, tc.bpe_dropout, seed=tc.seed)
-    train_ids = data.train_dropout_ids if tc.bpe_dropout else data.train_ids  # where the training windows come from
     log = (log or (tqdm.write if progress else print)) if rt.is_main else (lambda message: None)  # main talks
     progress = progress and rt.is_main
-    torch.manual_seed(tc.seed)  # weight init and dropout (the same init in every process)
+
+    # 2. The model, the optimizer and the batch order, all from the seed (the same in every process).
+    torch.manual_seed(tc.seed)  # weight init and dropout
     random.seed(tc.seed)
     np.random.seed(tc.seed)
-    model = Llama(config).to(device)
-    optimizer = rt.optimizer(model, tc)
-    ema = EMA(model, tc.ema_decay) if tc.ema_decay else None  # evaluated in place of the raw weights
-    data_gen = torch.Generator().manual_seed(tc.seed)  # the batch order (the same generator in every process)
-    fingerprint = data_fingerprint(data)
-    step, history, ckpt = 0, _new_history(), None
+    model = Llama(config).to(rt.device)
+    run = _Run(
+        tc=tc,
+        rt=rt,
+        data=data,
+        model=model,
+        optimizer=rt.optimizer(model, tc),
+        ema=EMA(model, tc.ema_decay) if tc.ema_decay else None,
+        data_gen=torch.Generator().manual_seed(tc.seed),
+        train_ids=data.train_dropout_ids if tc.bpe_dropout else data.train_ids,
+        rows=rt.batch_rows(tc.batch_size),
+        fingerprint=data_fingerprint(data),
+        out_dir=out_dir,
+        log=log,
+    )
+
+    # 3. Or continue a saved run exactly where it stopped.
+    step, state = 0, None
     if resume:
-        ckpt, saved = read_checkpoint(out_dir)
-        _check_resume(saved, tc, fingerprint, ckpt)  # before loading: another optimizer's state would not fit
-        state = load_checkpoint(ckpt, model, optimizer, data_generator=data_gen)
-        step, history = state["step"], state["history"]
-        if ema is not None:
-            ema.load_state_dict(state["ema"])  # _check_resume made sure the run kept one
-        log(f"resumed from {ckpt} at step {step}")
-    step_model = rt.prepare(model, step, tc.seed, state if resume else None)  # `model` stays the plain module
-    rows = rt.batch_rows(tc.batch_size)
-    start_step, budget = step, tc.time_budget_s
-    end_step = min(tc.max_steps, tc.max_steps if stop_at is None else stop_at)
-    pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []  # (step, lr, loss, grad_norm) not read yet
-    train_seconds, stopped_early = 0.0, False
+        run.ckpt, saved = read_checkpoint(out_dir)
+        _check_resume(saved, tc, run.fingerprint, run.ckpt)  # before loading: another optimizer's state won't fit
+        state = load_checkpoint(run.ckpt, model, run.optimizer, data_generator=run.data_gen)
+        step, run.history = state["step"], state["history"]
+        if run.ema is not None:
+            run.ema.load_state_dict(state["ema"])  # _check_resume made sure the run kept one
+        log(f"resumed from {run.ckpt} at step {step}")
+    step_model = rt.prepare(model, step, tc.seed, state)  # what the steps call; `model` stays the plain module
 
-    def read_back() -> None:  # the one place that waits for the device: every log_interval steps
-        nonlocal train_seconds
-        if not pending:
-            return
-        t0 = time.perf_counter()
-        values = torch.stack([torch.stack([p[2], p[3]]) for p in pending]).float()  # (n, 2): loss, grad norm
-        values = rt.mean(values).tolist()  # the mean over the processes: every process logs the global loss
-        train_seconds = rt.mean(torch.tensor([train_seconds + time.perf_counter() - t0]))[0].item()  # same clock
-        for (s, lr, _, _), (loss, grad_norm) in zip(pending, values):
-            for key, value in zip(("step", "loss", "lr", "grad_norm"), (s, loss, lr, grad_norm)):
-                history[key].append(value)
-        history.setdefault("clock", []).append([pending[-1][0], train_seconds])  # for speed in the real loop
-        pending.clear()
-        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{history['lr'][-1]:.2e}", refresh=False)
-
-    def evaluate_sample_save(step: int) -> dict:  # the one place that reports and saves
-        nonlocal ckpt
-        with ema.applied(model) if ema else nullcontext():  # the weights reported (and sampled) are the average
-            ev = evaluate(model, data.val_ids, data.val_chars, tc.seq_len, tc.eval_batch_size)  # every process
-            text = (
-                generate_text(
-                    model, data.tokenizer, tc.sample_prompt, tc.sample_tokens, temperature=0.8, top_k=50, seed=tc.seed
-                )
-                if tc.sample_tokens and rt.is_main
-                else ""
-            )  # training's RNG untouched
-        history["eval_step"].append(step)
-        history["val_nats_per_token"].append(ev["nats_per_token"])
-        history["val_nats_per_char"].append(ev["nats_per_char"])
-        is_best = best_evaluation(history)["step"] == step
-        extra = rt.extra_state() if out_dir is not None else {}  # every process takes part (Chapter 7)
-        extra |= {"ema": ema.state_dict()} if ema else {}
-        if rt.is_main:
-            msg = (
-                f"step {step:>5} | train loss {history['loss'][-1] if history['loss'] else float('nan'):.3f} | "
-                f"val {ev['nats_per_token']:.3f} nats/token, {ev['nats_per_char']:.3f} nats/char"
-                + (" (best so far)" if is_best and len(history["eval_step"]) > 1 else "")
-            )
-            if tc.sample_tokens:
-                history["samples"].append({"step": step, "text": text})
-                msg += "\n" + text
-            log(msg)
-            if out_dir is not None:
-                ckpt = save_checkpoint(
-                    out_dir,
-                    model,
-                    optimizer,
-                    step=step,
-                    tokenizer=data.tokenizer,
-                    train_config=tc.to_dict(),
-                    data_generator=data_gen,
-                    history=history,
-                    data_fingerprint=fingerprint,
-                    best=tc.keep_best and is_best,
-                    extra=extra,
-                )
-        rt.barrier()  # the other processes wait for the checkpoint
-        return ev
-
-    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = get_batch(train_ids, tc.batch_size, tc.seq_len, data_gen)  # (B, T): the whole batch
-        return rt.to_device(x[rows]), rt.to_device(y[rows])
-
+    # 4. The loop: the learning rate, a step, and every eval_interval steps an evaluation, a sample and a save.
+    start_step, end_step = step, min(tc.max_steps, tc.max_steps if stop_at is None else stop_at)
+    stopped_early = False
     model.train()
-    bar = tqdm(total=tc.max_steps, initial=step, disable=not progress, unit="step", mininterval=2.0)
-    while step < end_step and (budget is None or train_seconds < budget):
+    run.bar = tqdm(total=tc.max_steps, initial=step, disable=not progress, unit="step", mininterval=2.0)
+    while step < end_step and (tc.time_budget_s is None or run.train_seconds < tc.time_budget_s):
         t0 = time.perf_counter()
-        horizon = tc.max_steps  # under a time budget: the steps that fit, estimated from the speed so far,
-        if budget is not None and step > start_step and train_seconds > 0:  # but never beyond max_steps
-            fit = start_step + int((step - start_step) * budget / train_seconds)
-            horizon = min(tc.max_steps, max(step + 1, tc.warmup_steps + 1, fit))
-        lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, horizon)
+        lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, _horizon(tc, step, start_step, run.train_seconds))
         loss, grad_norm = train_step(
             step_model,
-            optimizer,
-            next_batch,
+            run.optimizer,
+            lambda: _next_batch(run),
             lr,
             tc.grad_accum_steps,
             tc.grad_clip,
@@ -312,18 +354,18 @@ def train(
             scaler=rt.scaler,
             read_back=False,
         )
-        if ema is not None:
-            ema.update(model)
+        if run.ema is not None:
+            run.ema.update(model)
         step += 1
-        pending.append((step, lr, loss, grad_norm))
-        train_seconds += time.perf_counter() - t0  # made exact (and equal on every process) by read_back
-        bar.update(1)
+        run.pending.append((step, lr, loss, grad_norm))
+        run.train_seconds += time.perf_counter() - t0  # made exact (and equal on every process) by _read_back
+        run.bar.update(1)
         evaluating = tc.eval_interval and step % tc.eval_interval == 0 and step < end_step
         if evaluating or step % tc.log_interval == 0:
-            read_back()
+            _read_back(run)
         if evaluating:
-            evaluate_sample_save(step)
-            best = best_evaluation(history)
+            _evaluate_sample_save(run, step)
+            best = best_evaluation(run.history)
             if tc.patience and best["evals_since"] >= tc.patience:
                 log(
                     f"stopping early: no better validation loss in the {tc.patience} evaluations since step "
@@ -331,17 +373,19 @@ def train(
                 )
                 stopped_early = True
                 break
-    read_back()
-    bar.close()
+    _read_back(run)
+    run.bar.close()
+
+    # 5. The final evaluation, and the weights to return.
     if step > start_step or not resume:
-        final = evaluate_sample_save(step)
+        final = _evaluate_sample_save(run, step)
     else:  # nothing left to train: report, but do not save the same step again
-        with ema.applied(model) if ema else nullcontext():
+        with run.ema.applied(model) if run.ema else nullcontext():
             final = evaluate(model, data.val_ids, data.val_chars, tc.seq_len, tc.eval_batch_size)
-    if ema is not None:
-        ema.copy_to(model)  # the model returned holds the weights that were evaluated
-    best = best_evaluation(history)
+    if run.ema is not None:
+        run.ema.copy_to(model)  # the model returned holds the weights that were evaluated
+    best = best_evaluation(run.history)
     if best is not None:  # the best checkpoint's directory, when it was kept
         best["checkpoint"] = find_checkpoint(out_dir, best=True) if out_dir and tc.keep_best and rt.is_main else None
         del best["evals_since"]
-    return TrainResult(model, history, final, step, train_seconds, ckpt, best, stopped_early)
+    return TrainResult(model, run.history, final, step, run.train_seconds, run.ckpt, best, stopped_early)
