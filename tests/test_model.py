@@ -19,12 +19,12 @@ from llama_nb.model import (
     causal_attention,
     causal_mask,
     count_parameters,
-    is_causal_model,
     naive_causal_attention,
     parameter_breakdown,
     repeat_kv,
 )
 from llama_nb.rope import apply_rotary
+from llama_nb.testing import is_causal_model
 
 
 def ids(B: int, T: int, vocab: int = SMALL["vocab_size"], seed: int = 0) -> torch.Tensor:

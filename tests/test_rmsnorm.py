@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llama_nb.rmsnorm import RMSNorm, normalises_each_position
+from llama_nb.rmsnorm import RMSNorm
+from llama_nb.testing import normalises_each_position
 
 
 class SequenceRMSNorm(nn.Module):

@@ -12,8 +12,8 @@ from llama_nb.rope import (
     precompute_rope_cache,
     rope_frequencies,
     rotate_half,
-    scores_depend_only_on_distance,
 )
+from llama_nb.testing import scores_depend_only_on_distance
 
 
 def rotation_matrices(head_dim, L, base=10000.0):

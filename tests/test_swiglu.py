@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from llama_nb.swiglu import SwiGLU, llama_hidden_dim, matches_mlp_budget, zero_in_zero_out
+from llama_nb.swiglu import SwiGLU, llama_hidden_dim
+from llama_nb.testing import matches_mlp_budget, zero_in_zero_out
 
 
 def n_params(module):
