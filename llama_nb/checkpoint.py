@@ -26,10 +26,11 @@ import torch
 from tokenizers import Tokenizer
 
 from .batches import TokenizedData
+from .hf import describe_non_finite, non_finite_tensors  # section 5.2
 from .model import Llama, LlamaConfig
 from .optim import EMA
 from .tokenizer import load_tokenizer
-from .core import LlamaNBError, check_int, write_atomic
+from .core import LlamaNBError, check_int, sha256_of, write_atomic
 
 CHECKPOINT_FORMAT = "llama_nb.checkpoint/1"
 LATEST_FILE, MODEL_FILE, STATE_FILE, TOKENIZER_FILE = "LATEST", "model.safetensors", "state.pt", "tokenizer.json"
@@ -102,11 +103,14 @@ def _step_key(path: Path) -> tuple[int, int] | None:
 
 
 def data_fingerprint(data: TokenizedData) -> str:
-    """A short SHA-256 of the token ids the run reads (with BPE-dropout copies, those too): saved in each checkpoint,
-    so that resuming on other data (or another tokenizer) is refused."""
+    """A short SHA-256 of the token ids the run reads, split by split (with BPE-dropout copies, those too): saved in
+    each checkpoint, so that resuming on other data, another tokenizer or another split is refused."""
     h = hashlib.sha256()
     for ids in (data.train_ids, data.val_ids, data.train_dropout_ids):
-        if ids is not None:
+        if ids is None:
+            h.update(b"none")
+        else:  # the length first: [1, 2] + [3] and [1] + [2, 3] are two splits of the same tokens
+            h.update(len(ids).to_bytes(8, "little"))
             h.update(ids.numpy().astype("<i8").tobytes())
     return h.hexdigest()[:16]
 
@@ -135,6 +139,8 @@ def save_checkpoint(
     process's random state there). Returns the checkpoint directory."""
     check_int("step", step, 0)
     check_int("keep_last", keep_last, 1, hint="the checkpoint just written is always kept")
+    if bad := non_finite_tensors(model.state_dict()):  # never save (and prune for) a broken model
+        raise CheckpointError(f"not saving step {step}: {describe_non_finite(bad)}. Nothing was written.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
@@ -149,6 +155,7 @@ def save_checkpoint(
         )
         state = {
             "format": CHECKPOINT_FORMAT,
+            "weights_sha256": sha256_of(tmp / MODEL_FILE),  # checked on load: flipped bytes, another run's file
             "step": step,
             "model_config": config,
             "train_config": dict(train_config or {}),
@@ -176,7 +183,7 @@ def save_checkpoint(
     # By step number, not by name: "step_1000000" sorts before "step_999999" as a string
     keep = {final.name}
     if (out_dir / BEST_FILE).is_file():  # the best checkpoint stays, however old
-        keep.add((out_dir / BEST_FILE).read_text(encoding="utf-8").strip())
+        keep.add((out_dir / BEST_FILE).read_text(encoding="utf-8", errors="replace").strip())
     older = sorted(
         (d for d in out_dir.glob("step_*") if d.is_dir() and d.name not in keep and _step_key(d)), key=_step_key
     )
@@ -215,7 +222,10 @@ def find_checkpoint(path: str | os.PathLike, best: bool = False) -> Path:
             f"No checkpoint in {path}: it has no {LATEST_FILE} file. Train one with "
             f"`python -m llama_nb.train_cli --out-dir {path}`, or point at a step_XXXXXX directory."
         )
-    name = latest.read_text(encoding="utf-8").strip()
+    try:
+        name = latest.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        name = "binary data"  # reported below, with what to do
     if not name or Path(name).name != name or not (path / name).is_dir():
         raise CheckpointError(
             f"{latest} names {name!r}, which is not a checkpoint directory in {path}. "
@@ -245,6 +255,11 @@ def read_checkpoint(path: str | os.PathLike, best: bool = False) -> tuple[Path, 
         raise CheckpointError(
             f"{ckpt / STATE_FILE} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r}). "
             "Point at a directory written by llama_nb's save_checkpoint."
+        )
+    if missing := [k for k in ("step", "model_config", "train_config", "history", "rng") if k not in state]:
+        raise CheckpointError(
+            f"{ckpt / STATE_FILE} lacks {', '.join(missing)}: it was not written by save_checkpoint, or was "
+            "edited. Use another checkpoint, or retrain."
         )
     return ckpt, state
 
@@ -276,6 +291,19 @@ def load_checkpoint(
     try:
         with safe_open(ckpt / MODEL_FILE, framework="pt") as f:
             saved_step = (f.metadata() or {}).get("step")
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as e:
+        raise CheckpointError(
+            f"{ckpt / MODEL_FILE} cannot be read ({_first_line(e)}): it is truncated or "
+            f"corrupt. Delete {ckpt} and use an earlier checkpoint, or retrain."
+        ) from e
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if wrong := [f"{k} {shapes[k]} (needed: {v})" for k, v in expected.items() if shapes.get(k, v) != v]:
+        raise CheckpointError(
+            f"{ckpt / MODEL_FILE} holds weights of other shapes than its config says: {', '.join(wrong[:3])}. "
+            "It comes from another model: use another checkpoint, or retrain."
+        )
+    try:
         _load_safetensors(model, ckpt / MODEL_FILE, strict=True, device=str(next(model.parameters()).device))
     except Exception as e:
         raise CheckpointError(
@@ -286,6 +314,15 @@ def load_checkpoint(
         raise CheckpointError(
             f"{ckpt}: model.safetensors is from step {saved_step} but state.pt from step "
             f"{state['step']}: the files come from different saves. Use another checkpoint."
+        )
+    if (digest := state.get("weights_sha256")) is not None and sha256_of(ckpt / MODEL_FILE) != digest:
+        raise CheckpointError(
+            f"{ckpt / MODEL_FILE} is not the file this checkpoint saved (its SHA-256 differs from the one in "
+            f"{STATE_FILE}): it was damaged, or copied from another run. Use another checkpoint, or retrain."
+        )
+    if bad := non_finite_tensors(model.state_dict()):
+        raise CheckpointError(
+            f"{ckpt / MODEL_FILE}: {describe_non_finite(bad)}. Use an earlier checkpoint, or retrain."
         )
     if optimizer is not None:
         if state["optimizer"] is None:

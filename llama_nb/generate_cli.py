@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from .checkpoint import TOKENIZER_FILE, CheckpointError, load_model_from_checkpoint
-from .loop import resolve_device
-from .sampling import check_sampling_args, generate
+from .config import resolve_device
+from .sampling import check_sampling_args, encode_as_text, generate
 from .tokenizer import EOS_ID, TokenizerError
 from .core import ArgumentError
 
@@ -41,10 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:  # every argument is checked before the checkpoint is read
         check_sampling_args(
-            args.max_new_tokens, greedy=args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p
+            args.max_new_tokens,
+            greedy=args.greedy,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
         )
         if not args.prompt:
             raise ArgumentError("--prompt is empty: give at least one character of context, e.g. a newline.")
+        if args.prompt.encode("utf-8", errors="replace") != args.prompt.encode("utf-8", errors="surrogateescape"):
+            raise ArgumentError("--prompt is not valid UTF-8 text: check your terminal's encoding.")
         device = resolve_device(args.device)
     except ValueError as e:
         parser.error(str(e))
@@ -56,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if tokenizer is None:
         print(f"error: {args.checkpoint} has no {TOKENIZER_FILE}, so its tokens cannot be decoded.", file=sys.stderr)
         return 1
-    ids = tokenizer.encode(args.prompt, add_special_tokens=False).ids
     try:
+        ids = encode_as_text(tokenizer, args.prompt)  # "[EOS]" in a prompt is text, not the special token
         new = generate(
             model,
             ids,
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             top_p=args.top_p,
             seed=args.seed,
         )
-    except ValueError as e:  # a prompt longer than the model's context
+    except ValueError as e:  # a prompt that is not UTF-8, or longer than the model's context
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(tokenizer.decode(ids + new))

@@ -85,9 +85,7 @@ def load_gguf(
     try:  # section 5.2's loader checks that every tensor is there, with the shape the metadata implies
         model = from_hf_state_dict(state_dict_from_gguf(reader, config, unpermute), config)
     except ArgumentError as e:
-        raise GGUFError(
-            f"{path} does not match its own metadata: {e}. The file is damaged or was written by a buggy converter."
-        ) from None
+        raise GGUFError(f"{path}: {e}. The file is damaged or was written by a buggy converter.") from None
     return model.to(dtype).eval()
 
 # %% ../notebooks/08b_gguf_model.ipynb #g022

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from .loop import resolve_device  # Chapter 6: auto, cpu, cuda, cuda:N, mps
+from .config import resolve_device  # section 6.5: auto, cpu, cuda, cuda:N, mps
 from .model import LlamaConfig, parameter_breakdown
 from .core import ArgumentError, check_choice
 

@@ -13,12 +13,21 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .batches import prepare_data
-from .checkpoint import TOKENIZER_FILE, CheckpointError, read_checkpoint
+from .checkpoint import TOKENIZER_FILE, CheckpointError, find_checkpoint, read_checkpoint
+from .core import ArgumentError, LlamaNBError, check_int
 from .data import DataError, load_tinyshakespeare
-from .config import MODEL_FIELDS, PRESETS, RESUMABLE_CHANGES, TrainConfig, preset_configs
+from llama_nb.config import (
+    MODEL_FIELDS,
+    PRESETS,
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    check_fits,
+    preset_configs,
+    resolve_device,
+)
 from .gpu import env_rank, train_fast
 from .model import LlamaConfig, count_parameters
-from .tokenizer import TokenizerError, load_tokenizer
+from .tokenizer import load_tokenizer
 
 
 def flag_name(f: dataclasses.Field) -> str:
@@ -60,7 +69,9 @@ def build_train_parser(prog: str = "python -m llama_nb.train_cli") -> argparse.A
         description="Train a baby Llama on TinyShakespeare (or any text file). To sample from a "
         "checkpoint: `python -m llama_nb.generate_cli --help`.",
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="base configuration (default: cpu)")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), help="base configuration (default: cpu; with --resume, the checkpoint's)"
+    )
     add_config_flags(p.add_argument_group("model (overrides the preset)"), LlamaConfig, MODEL_FIELDS)
     add_config_flags(p.add_argument_group("training (overrides the preset)"), TrainConfig)
     r = p.add_argument_group("run")
@@ -83,7 +94,7 @@ _CONFIG_FIELDS = MODEL_FIELDS + tuple(f.name for f in dataclasses.fields(TrainCo
 def resolve_configs(args: argparse.Namespace) -> tuple[LlamaConfig, TrainConfig]:
     "The preset of `args.preset` with every option that was given applied; raises ValueError on bad values."
     given = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
-    return preset_configs(args.preset, **given)
+    return preset_configs(args.preset or "cpu", **given)
 
 
 def _resume_configs(args: argparse.Namespace, state: dict, ckpt: Path) -> tuple[LlamaConfig, TrainConfig]:
@@ -95,12 +106,22 @@ def _resume_configs(args: argparse.Namespace, state: dict, ckpt: Path) -> tuple[
         for k, v in given.items()
         if k not in RESUMABLE_CHANGES and v != getattr(config, k, saved.get(k))
     ]
+    if args.preset is not None:  # the preset and the options given must describe the run that was saved
+        model, run = preset_configs(args.preset, **given)
+        if model != config or any(v != saved.get(k) for k, v in run.to_dict().items() if k not in RESUMABLE_CHANGES):
+            clash.append(f"--preset {args.preset} (the checkpoint was trained with other settings)")
     if clash:
         raise CheckpointError(
             f"Cannot resume {ckpt} with {', '.join(clash)}: drop these options to resume, or "
             "train into a new --out-dir."
         )
-    return config, TrainConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUMABLE_CHANGES}})
+    tc = TrainConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RESUMABLE_CHANGES}})
+    if args.stop_at is None and tc.max_steps <= state["step"]:
+        raise CheckpointError(
+            f"{ckpt} is at step {state['step']} and max_steps is {tc.max_steps}: there is nothing left to train. "
+            "Give a larger --max-steps to continue the run (its cosine then ends there)."
+        )
+    return config, tc
 
 
 def read_text_file(path: str | Path) -> str:
@@ -132,21 +153,25 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["generate"]:
         parser.error("sampling has its own command: `python -m llama_nb.generate_cli --checkpoint DIR`.")
     args = parser.parse_args(argv)
-    out_dir = Path(args.out_dir or f"runs/{args.preset}")
+    out_dir = Path(args.out_dir or f"runs/{args.preset or 'cpu'}")
     is_main = env_rank() == 0  # under torchrun, only rank 0 prints
-    try:
-        text = read_text_file(args.data) if args.data else load_tinyshakespeare()
+    try:  # every setting is checked before the data is read and prepared
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ArgumentError(f"--out-dir {out_dir} is a file: give a directory (it is created when missing).")
+        if args.stop_at is not None:
+            check_int("--stop-at", args.stop_at, 1, hint="the number of steps after which to stop")
         if args.resume:
             ckpt, state = read_checkpoint(out_dir)
             config, tc = _resume_configs(args, state, ckpt)
-            tokenizer = load_tokenizer(ckpt / TOKENIZER_FILE)  # the run's own tokenizer, not a retrained one
-            data = prepare_data(text, config.vocab_size, tokenizer=tokenizer)
         else:
             try:
                 config, tc = resolve_configs(args)
             except ValueError as e:
                 parser.error(str(e))
-            data = prepare_data(text, config.vocab_size)
+        check_fits(config, tc, resolve_device(tc.device))  # a missing GPU, or sizes that cannot fit: now
+        text = read_text_file(args.data) if args.data else load_tinyshakespeare()
+        tokenizer = load_tokenizer(ckpt / TOKENIZER_FILE) if args.resume else None  # a resumed run's own tokenizer
+        data = prepare_data(text, config.vocab_size, tokenizer=tokenizer)
         if is_main:
             print(
                 f"model: {count_parameters(config):,} parameters {config.to_dict()}\ntraining: {tc.to_dict()}\n"
@@ -156,7 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         result = train_fast(
             config, tc, data, out_dir=out_dir, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress
         )
-    except (CheckpointError, DataError, TokenizerError, OSError, ValueError) as e:
+    except KeyboardInterrupt:  # Ctrl-C: every save is atomic, so the last checkpoint is whole
+        if is_main:
+            try:
+                where = f"the last checkpoint is {find_checkpoint(out_dir)}: run the same command with --resume"
+            except CheckpointError:
+                where = "no checkpoint was saved yet"
+            print(f"\ninterrupted: {where}.", file=sys.stderr)
+        return 130
+    except (LlamaNBError, OSError, ValueError) as e:  # our errors say what to do: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
     if not is_main:

@@ -150,7 +150,7 @@ def test_cli_errors_are_clear(trained_dir, corpus_file, tmp_path, capsys):
     assert e.value.code == 2 and "prompt is empty" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         generate_main(["--checkpoint", str(trained_dir), "--temperature", "0"])
-    assert e.value.code == 2 and "temperature must be a number > 0" in capsys.readouterr().err
+    assert e.value.code == 2 and "temperature must be a finite number > 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # an unknown device: a usage error, not a RuntimeError traceback
         generate_main(["--checkpoint", str(trained_dir), "--device", "banana"])
     assert e.value.code == 2 and "Unknown device 'banana'" in capsys.readouterr().err
@@ -201,3 +201,37 @@ def test_bench_quality_runs(corpus_file, tmp_path):
     assert 0 < ours["val_nats_per_char"] < 10 and 0 < anchor["val_nats_per_char"] < 10
     if not fig["refused"]:  # a figure is withheld when the machine was busy
         assert abs(fig["value"] - (ours["val_nats_per_char"] - anchor["val_nats_per_char"])) <= 2e-4
+
+
+def test_a_diverging_run_exits_with_an_error_and_no_traceback(tmp_path, corpus_file):
+    "Issue 24: --lr 1e30 used to end 'done' with NaN checkpoints (or die in sampling with a raw traceback)."
+    out = tmp_path / "nan"
+    proc = run(
+        "-m", "llama_nb.train_cli", "--preset", "tiny", "--lr", "1e30", "--sample-tokens", "0", "--max-steps", "20",
+        "--data", str(corpus_file), "--out-dir", str(out), "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "error: Training diverged at step" in proc.stderr and "lr=1e+30" in proc.stderr
+    assert "Traceback" not in proc.stderr and "done:" not in proc.stdout
+    assert not list(out.glob("step_*"))  # nothing saved
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, corpus_file):
+    "Ctrl-C (SIGINT) once a checkpoint exists: exit code 130, the checkpoint named, how to resume, no traceback."
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_nb.train_cli", "--preset", "tiny", "--max-steps", "100000", "--eval-interval",
+         "5", "--sample-tokens", "0", "--data", str(corpus_file), "--out-dir", str(out), "--no-progress"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "LATEST").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted: the last checkpoint is" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr

@@ -245,3 +245,9 @@ def test_generate_text_round_trip(model):
     assert out.startswith("To be") and len(out) > len("To be")
     with pytest.raises(ValueError, match="prompt is empty"):
         generate_text(model, tok, "", 5)
+
+
+def test_top_p_at_an_exact_boundary_keeps_the_smallest_set():
+    "Issue 24: four equal logits have probabilities of exactly 1/4. p = 0.5 is reached by two tokens: keep two."
+    for p, n in ((0.25, 1), (0.5, 2), (0.75, 3), (0.7500001, 4)):
+        assert len(kept(top_p_filter(torch.zeros(4), p))) == n, p

@@ -576,3 +576,13 @@ def test_directory_without_tokenizer_or_with_another_vocabulary(saved_release, t
     (d / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
         chat.load_pretrained_dir(d)
+
+
+def test_a_gguf_with_infinite_weights_is_refused_naming_the_tensor(tmp_path):
+    "Issue 24: a file given by path has no checksum to catch it: every loaded tensor must be finite."
+    model = tiny_model()
+    with torch.no_grad():
+        model.norm.weight[0] = float("inf")
+    f = write_gguf(tmp_path / "inf.gguf", model, qtype=gguf.GGMLQuantizationType.F32)
+    with pytest.raises(gguf_format.GGUFError, match=r"inf\.gguf: 1 weight tensor\(s\) hold NaN .*model\.norm\.weight"):
+        gguf_model.load_gguf(f)

@@ -12,7 +12,7 @@ import torch
 from helpers import QUIET, TINY_128, tiny_config
 from ladder import climb_ladder
 
-from llama_nb.config import PRESETS, TrainConfig, preset_configs
+from llama_nb.config import PRESETS, TrainConfig, preset_configs, resolve_device
 from llama_nb.gpu import (
     DistInfo,
     GPURuntime,
@@ -28,7 +28,7 @@ from llama_nb.gpu import (
     resolve_dtype,
     time_steps,
 )
-from llama_nb.loop import TrainResult, resolve_device
+from llama_nb.loop import TrainResult
 from llama_nb.model import Llama, LlamaConfig, count_parameters, parameter_breakdown
 from llama_nb.optim import configure_optimizer, train_step
 
