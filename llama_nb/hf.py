@@ -229,7 +229,7 @@ def save_hf_pretrained(model: Llama, directory: str | os.PathLike, **config_kwar
     hf_config = config_to_hf_dict(model.config, dtype=dtype, **config_kwargs)
     written = ("model.safetensors", "config.json", "model.safetensors.index.json")
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    old = None
+    old, swapped = None, False
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is an ordinary directory
         if directory.is_dir():  # keep the files we do not write (a tokenizer, a README); drop stale shards
@@ -245,10 +245,16 @@ def save_hf_pretrained(model: Llama, directory: str | os.PathLike, **config_kwar
         if directory.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
             os.replace(directory, old / directory.name)  # the complete old version, out of the way
-        os.replace(tmp, directory)  # the complete new version, in one rename
+        try:
+            os.replace(tmp, directory)  # the complete new version, in one rename
+            swapped = True
+        except BaseException:
+            if old is not None:  # put the old version back where it was
+                os.replace(old / directory.name, directory)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
+        if old is not None and (swapped or not (old / directory.name).exists()):  # never delete the only copy
             shutil.rmtree(old, ignore_errors=True)
     return directory
 

@@ -416,3 +416,29 @@ def test_weights_of_another_shape_in_a_checkpoint_say_which_tensor_and_which_sha
         CheckpointError, match=r"layers.0.attention_norm.weight \(64,\) \(needed: \(16,\)\).*another model"
     ):
         load_model_from_checkpoint(two_runs[0])
+
+
+def test_a_failed_swap_in_save_hf_pretrained_puts_the_old_version_back(tmp_path):
+    "Issue 22: if the second rename fails, the previous directory must be restored, not deleted."
+    import os
+    from unittest import mock
+
+    from helpers import randomise, small_model
+
+    from llama_nb.hf import load_hf_pretrained, save_hf_pretrained
+
+    first = randomise(small_model(), seed=1)
+    target = save_hf_pretrained(first, tmp_path / "m")
+    real, calls = os.replace, []
+
+    def fail_second(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the rename of the new version into place
+            raise OSError("disk full")
+        return real(src, dst)
+
+    with mock.patch("llama_nb.hf.os.replace", fail_second), pytest.raises(OSError, match="disk full"):
+        save_hf_pretrained(randomise(small_model(), seed=2), target)
+    back = load_hf_pretrained(target)
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), first.state_dict().values()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary or old folders left
