@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .checkpoint import TOKENIZER_FILE, CheckpointError, load_model_from_checkpoint
 from .config import resolve_device
-from .sampling import check_sampling_args, encode_as_text, generate
+from .sampling import check_sampling_args, encode_as_text, generate, is_utf8
 from .tokenizer import EOS_ID, TokenizerError
 from .core import ArgumentError
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not args.prompt:
             raise ArgumentError("--prompt is empty: give at least one character of context, e.g. a newline.")
-        if args.prompt.encode("utf-8", errors="replace") != args.prompt.encode("utf-8", errors="surrogateescape"):
+        if not is_utf8(args.prompt):
             raise ArgumentError("--prompt is not valid UTF-8 text: check your terminal's encoding.")
         device = resolve_device(args.device)
     except ValueError as e:

@@ -25,7 +25,7 @@ from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig, check_fits, check_resume, resolve_device  # resolve_device: 6.5
 from .model import Llama, LlamaConfig
 from .optim import EMA, MuonAdamW, build_optimizer, lr_at, train_step
-from .sampling import generate_text
+from .sampling import encode_as_text, generate_text
 from .core import ArgumentError, LlamaNBError, check_int
 
 
@@ -255,7 +255,7 @@ def train(
         raise ArgumentError(f"out_dir {out_dir} is a file: give a directory (it is created when missing).")
     if stop_at is not None:
         check_int("stop_at", stop_at, 1, hint="the number of steps after which to stop")
-    if tc.sample_tokens and (n := len(data.tokenizer.encode(tc.sample_prompt, add_special_tokens=False).ids)) > (
+    if tc.sample_tokens and (n := len(encode_as_text(data.tokenizer, tc.sample_prompt))) > (
         config.max_seq_len
     ):  # checked now, not at the first evaluation
         raise ArgumentError(
