@@ -37,11 +37,18 @@ book: $(STAMP) ## Build the HTML book from the stored notebook outputs into book
 check-book: book ## Build the book, then read every page in headless Chromium: math, images, links, widths
 	$(BIN)/python tests/book_check.py book/_build/html --out book/_build/book-check
 
+# One pytest run executes the tests and every notebook on two worker processes (pytest-xdist). --dist loadscope keeps
+# a notebook's cells together, in order, in one kernel; --no-loadscope-reorder keeps the order below, which starts
+# the longest notebook (6.6's training run) first. One thread per worker: two workers of two threads on two cores
+# wait for each other. The stored outputs are the same with one thread or two (nbval checks them). Chapter 7 runs
+# in smoke mode, its outputs checked as --nbval-lax does (--nbval-lax-notebook, in conftest.py).
+LONGEST_NOTEBOOK := notebooks/06e_training_loop.ipynb
+TEST_ORDER := $(LONGEST_NOTEBOOK) $(filter-out $(LONGEST_NOTEBOOK),$(STRICT_NOTEBOOKS)) $(LAX_NOTEBOOKS) tests
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lint check-export check-book ## Lint, export sync, the book read in a browser, unit tests, nbval
-	$(BIN)/python -m pytest tests $(STRICT_NOTEBOOKS) --nbval $(NBVAL_OPTS)
-ifneq ($(LAX_NOTEBOOKS),)
-	LLAMA_NB_SMOKE=1 $(BIN)/python -m pytest $(LAX_NOTEBOOKS) --nbval-lax --nbval-cell-timeout=900
-endif
+	LLAMA_NB_SMOKE=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest $(TEST_ORDER) --nbval $(NBVAL_OPTS) \
+		$(addprefix --nbval-lax-notebook=,$(LAX_NOTEBOOKS)) -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The tests marked slow (processes, a browser, a compiler, SmolLM2-135M) run only in `make test`, which selects no
 # marker. One thread unless OMP_NUM_THREADS says otherwise: as fast on an idle machine, and on a busy one (CI, a
