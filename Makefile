@@ -39,11 +39,11 @@ check-book: book ## Build the book, then read every page in headless Chromium: m
 
 # One pytest run executes the tests and every notebook on two worker processes (pytest-xdist). --dist loadscope keeps
 # a notebook's cells together, in order, in one kernel; --no-loadscope-reorder keeps the order below, which starts
-# the longest notebook (6.6's training run) first. One thread per worker: two workers of two threads on two cores
-# wait for each other. The stored outputs are the same with one thread or two (nbval checks them). Chapter 7 runs
-# in smoke mode, its outputs checked as --nbval-lax does (--nbval-lax-notebook, in conftest.py).
-LONGEST_NOTEBOOK := notebooks/06e_training_loop.ipynb
-TEST_ORDER := $(LONGEST_NOTEBOOK) $(filter-out $(LONGEST_NOTEBOOK),$(STRICT_NOTEBOOKS)) $(LAX_NOTEBOOKS) tests
+# the two longest notebooks (the training runs of 6.6 and 9.2) first. One thread per worker: two workers of two
+# threads on two cores wait for each other. The stored outputs are the same with one thread or two (nbval checks
+# them). Chapter 7 runs in smoke mode, its outputs checked as --nbval-lax does (--nbval-lax-notebook, conftest.py).
+LONGEST_NOTEBOOKS := notebooks/06e_training_loop.ipynb notebooks/09b_gguf_export.ipynb
+TEST_ORDER := $(LONGEST_NOTEBOOKS) $(filter-out $(LONGEST_NOTEBOOKS),$(STRICT_NOTEBOOKS)) $(LAX_NOTEBOOKS) tests
 TEST_WORKERS ?= 2
 
 test: $(STAMP) lint check-export check-book ## Lint, export sync, the book read in a browser, unit tests, nbval

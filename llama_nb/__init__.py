@@ -27,6 +27,7 @@ _PUBLIC = {  # name -> the module (the book's section) that defines it
     "train": "loop",  # 6.6
     "load_gguf": "gguf_model",  # 8.2
     "load_pretrained_gguf": "chat",  # 8.3 (the reply itself: llama_nb.chat.chat)
+    "write_gguf": "gguf_export",  # 9.2
 }
 __all__ = sorted(_PUBLIC)
 

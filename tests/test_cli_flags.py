@@ -1,6 +1,6 @@
 """The training command line is made from the configuration dataclasses (section 7.2's `add_config_flags`): every
 field is a flag with its type, help and choices, the resumable fields are read from the fields, and the console
-scripts `llama-nb-train` and `llama-nb-generate` are installed beside `python -m`."""
+scripts `llama-nb-train`, `llama-nb-generate` and `llama-nb-gguf` are installed beside `python -m`."""
 
 import argparse
 import dataclasses
@@ -91,9 +91,14 @@ def test_resumable_fields_are_read_from_the_fields_and_listed_in_the_help():
     assert "--lr" not in help_text
 
 
-@pytest.mark.slow  # four fresh processes
+@pytest.mark.slow  # six fresh processes
 @pytest.mark.parametrize(
-    "script, module", [("llama-nb-train", "llama_nb.train_cli"), ("llama-nb-generate", "llama_nb.generate_cli")]
+    "script, module",
+    [
+        ("llama-nb-train", "llama_nb.train_cli"),
+        ("llama-nb-generate", "llama_nb.generate_cli"),
+        ("llama-nb-gguf", "llama_nb.gguf_export"),
+    ],
 )
 def test_console_scripts_are_installed_and_name_themselves(script, module):
     path = Path(sys.executable).parent / script
