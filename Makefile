@@ -12,7 +12,7 @@ STRICT_NOTEBOOKS := $(sort $(filter-out $(LAX_NOTEBOOKS),$(wildcard notebooks/*.
 NBVAL_OPTS := --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
 export PYTHONHASHSEED := 0
 
-.PHONY: help install book check-book test unit lint export check-export bench lab clean
+.PHONY: help install book check-book test pytest-all unit lint export check-export bench lab clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -21,7 +21,7 @@ help: ## List the targets
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.txt  # bytecode is compiled on first import
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
@@ -46,7 +46,14 @@ LONGEST_NOTEBOOKS := notebooks/06e_training_loop.ipynb notebooks/09b_gguf_export
 TEST_ORDER := $(LONGEST_NOTEBOOKS) $(filter-out $(LONGEST_NOTEBOOKS),$(STRICT_NOTEBOOKS)) $(LAX_NOTEBOOKS) tests
 TEST_WORKERS ?= 2
 
-test: $(STAMP) lint check-export check-book ## Lint, export sync, the book read in a browser, unit tests, nbval
+# The book is built and read (check-book) while pytest runs (make -j2): together they finish sooner than one after
+# the other. Each line of their output stays whole where make can keep it so (GNU make 4).
+OUTPUT_SYNC := $(if $(filter output-sync,$(.FEATURES)),--output-sync=line)
+
+test: $(STAMP) lint check-export ## Lint, export sync, the book read in a browser, unit tests, nbval
+	$(MAKE) --no-print-directory -j2 $(OUTPUT_SYNC) check-book pytest-all
+
+pytest-all: $(STAMP) ## The tests and every notebook (nbval), in one pytest run: make test without lint or the book
 	LLAMA_NB_SMOKE=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest $(TEST_ORDER) --nbval $(NBVAL_OPTS) \
 		$(addprefix --nbval-lax-notebook=,$(LAX_NOTEBOOKS)) -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
