@@ -21,7 +21,9 @@ help: ## List the targets
 $(STAMP): requirements.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements.txt  # bytecode is compiled on first import
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.txt
+	@# pip compiles the bytecode file by file; compileall uses every core. Like pip, skip the files that do not compile.
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
@@ -47,11 +49,9 @@ TEST_ORDER := $(LONGEST_NOTEBOOKS) $(filter-out $(LONGEST_NOTEBOOKS),$(STRICT_NO
 TEST_WORKERS ?= 2
 
 # The book is built and read (check-book) while pytest runs (make -j2): together they finish sooner than one after
-# the other. Each line of their output stays whole where make can keep it so (GNU make 4).
-OUTPUT_SYNC := $(if $(filter output-sync,$(.FEATURES)),--output-sync=line)
-
+# the other (their first minute of output is interleaved).
 test: $(STAMP) lint check-export ## Lint, export sync, the book read in a browser, unit tests, nbval
-	$(MAKE) --no-print-directory -j2 $(OUTPUT_SYNC) check-book pytest-all
+	$(MAKE) --no-print-directory -j2 check-book pytest-all
 
 pytest-all: $(STAMP) ## The tests and every notebook (nbval), in one pytest run: make test without lint or the book
 	LLAMA_NB_SMOKE=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest $(TEST_ORDER) --nbval $(NBVAL_OPTS) \

@@ -136,7 +136,7 @@ class _Run:
     ckpt: Path | None = None  # the latest checkpoint
     bar: tqdm | None = None
 
-
+# %% ../notebooks/06e_training_loop.ipynb #k012b
 def _next_batch(run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = get_batch(run.train_ids, run.tc.batch_size, run.tc.seq_len, run.data_gen)  # (B, T): the whole batch
     return run.rt.to_device(x[run.rows]), run.rt.to_device(y[run.rows])
@@ -149,7 +149,7 @@ def _horizon(tc: TrainConfig, step: int, start_step: int, train_seconds: float) 
     fit = start_step + int((step - start_step) * tc.time_budget_s / train_seconds)  # from the speed so far
     return min(tc.max_steps, max(step + 1, tc.warmup_steps + 1, fit))
 
-
+# %% ../notebooks/06e_training_loop.ipynb #k012c
 def _read_back(run: _Run) -> None:
     "Move the pending losses into the history: the one place that waits for the device (every log_interval steps)."
     if not run.pending:
@@ -178,7 +178,7 @@ def _diverged(run: _Run, step: int, what: str) -> None:
         f"lower it (and check weight_decay={run.tc.weight_decay:g} and warmup_steps={run.tc.warmup_steps}). {kept}"
     )
 
-
+# %% ../notebooks/06e_training_loop.ipynb #k012d
 def _evaluate_sample_save(run: _Run, step: int) -> dict:
     "Evaluate, sample, log and save a checkpoint at `step`: the one place that reports and saves."
     tc, rt, model, history = run.tc, run.rt, run.model, run.history
@@ -224,7 +224,7 @@ def _evaluate_sample_save(run: _Run, step: int) -> dict:
     rt.barrier()  # the other processes wait for the checkpoint
     return ev
 
-
+# %% ../notebooks/06e_training_loop.ipynb #k012e
 def train(
     config: LlamaConfig,
     tc: TrainConfig,
