@@ -39,15 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         "llama-nb-generate" if Path(sys.argv[0]).name == "llama-nb-generate" else "python -m llama_nb.generate_cli"
     )
     args = parser.parse_args(argv)
+    sampling = dict(
+        greedy=args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+    )
     try:  # every argument is checked before the checkpoint is read
-        check_sampling_args(
-            args.max_new_tokens,
-            greedy=args.greedy,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
+        check_sampling_args(args.max_new_tokens, **sampling)
         if not args.prompt:
             raise ArgumentError("--prompt is empty: give at least one character of context, e.g. a newline.")
         if not is_utf8(args.prompt):
@@ -65,16 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         ids = encode_as_text(tokenizer, args.prompt)  # "[EOS]" in a prompt is text, not the special token
-        new = generate(
-            model,
-            ids,
-            args.max_new_tokens,
-            greedy=args.greedy,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
+        new = generate(model, ids, args.max_new_tokens, **sampling)
     except ValueError as e:  # a prompt that is not UTF-8, or longer than the model's context
         print(f"error: {e}", file=sys.stderr)
         return 1
