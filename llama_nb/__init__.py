@@ -13,9 +13,9 @@ _PUBLIC = {  # name -> the module (the book's section) that defines it
     "train_tokenizer": "tokenizer",  # 1
     "save_tokenizer": "tokenizer",
     "load_tokenizer": "tokenizer",
-    "LlamaConfig": "model",  # 5.1
+    "LlamaConfig": "model",  # 5.3
     "Llama": "model",
-    "load_hf_pretrained": "hf",  # 5.2
+    "load_hf_pretrained": "hf",  # 5.4
     "save_hf_pretrained": "hf",
     "prepare_data": "batches",  # 6.1
     "generate": "sampling",  # 6.3

@@ -29,7 +29,7 @@ class TokenizedData:
     train_dropout_ids: torch.Tensor | None = None  # (copies * ~N_train,) BPE-dropout encodings of the train split
     bpe_dropout: float = 0.0  # the dropout those copies were made with (0: none)
 
-
+# %% ../notebooks/06a_batches.ipynb #c004s2
 def prepare_data(
     text: str,
     vocab_size: int,
@@ -66,7 +66,7 @@ def prepare_data(
     data = TokenizedData(tokenizer, train_ids, val_ids, len(val_text) - len(first))
     return with_bpe_dropout(data, bpe_dropout, dropout_copies, seed, train_text=train_text)
 
-
+# %% ../notebooks/06a_batches.ipynb #c004s4
 def _check_dropout_args(bpe_dropout: float, copies: int, seed: int) -> None:
     hint = "the probability of skipping a merge; 0 = off, the BPE-dropout paper uses 0.1"
     check_number("bpe_dropout", bpe_dropout, 0, 1, high_open=True, hint=hint)

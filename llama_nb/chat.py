@@ -33,7 +33,7 @@ def apply_chat_template(template: str, messages: list[dict], add_generation_prom
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt)
 
-
+# %% ../notebooks/08c_chat.ipynb #g040s2
 @dataclass
 class Pretrained:
     "A pretrained model with what it needs to chat: its tokenizer, its chat template and its end-of-turn token."
@@ -61,13 +61,35 @@ def load_smollm2(**kwargs) -> Pretrained:
     "SmolLM2-135M-Instruct from the verified GGUF of `smollm2_gguf_path()` (keyword arguments: see `load_gguf`)."
     return load_pretrained_gguf(smollm2_gguf_path(), **kwargs)
 
-
+# %% ../notebooks/08c_chat.ipynb #g040s4
 SMOLLM2_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the original safetensors release on the Hugging Face Hub
 
 
 def load_pretrained_dir(path_or_repo: str | os.PathLike = SMOLLM2_REPO, revision: str | None = None) -> Pretrained:
     """A Hugging Face Llama directory (config.json, model.safetensors, tokenizer.json and a chat template), local
     or a Hub repo id (downloaded once into the Hugging Face cache with `huggingface_hub`)."""
+    path = _local_or_hub_directory(path_or_repo, revision)
+    if not (path / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"no tokenizer.json in {path}: save the tokenizer with the model "
+            "(tokenizer.save_pretrained(directory) in transformers)."
+        )
+    model = load_hf_pretrained(path).eval()
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    check_vocab(tokenizer, model.config, str(path))
+    tok_file = path / "tokenizer_config.json"
+    tok_config = json.loads(tok_file.read_text()) if tok_file.is_file() else {}
+    jinja = path / "chat_template.jinja"  # transformers 5 saves the template here, older versions in tok_config
+    template = jinja.read_text() if jinja.is_file() else tok_config.get("chat_template")
+    eos = json.loads((path / "config.json").read_text()).get("eos_token_id")
+    eos = tokenizer.token_to_id(tok_config["eos_token"]) if isinstance(tok_config.get("eos_token"), str) else eos
+    if not isinstance(eos, int):
+        raise ArgumentError(f"{path}: no end-of-sequence token in config.json or tokenizer_config.json")
+    return Pretrained(model, tokenizer, template, eos, str(path))
+
+# %% ../notebooks/08c_chat.ipynb #g040hub
+def _local_or_hub_directory(path_or_repo: str | os.PathLike, revision: str | None) -> Path:
+    "A local directory as it is; else a Hub repo id, downloaded once into the Hugging Face cache (model files only)."
     path = Path(path_or_repo).expanduser()
     if not path.is_dir():
         from huggingface_hub import snapshot_download
@@ -94,25 +116,9 @@ def load_pretrained_dir(path_or_repo: str | os.PathLike = SMOLLM2_REPO, revision
                 f"Hugging Face Hub ({type(e).__name__}: {e}). Check the name and your "
                 "connection, or pass a directory."
             ) from e
-    if not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(
-            f"no tokenizer.json in {path}: save the tokenizer with the model "
-            "(tokenizer.save_pretrained(directory) in transformers)."
-        )
-    model = load_hf_pretrained(path).eval()
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    check_vocab(tokenizer, model.config, str(path))
-    tok_file = path / "tokenizer_config.json"
-    tok_config = json.loads(tok_file.read_text()) if tok_file.is_file() else {}
-    jinja = path / "chat_template.jinja"  # transformers 5 saves the template here, older versions in tok_config
-    template = jinja.read_text() if jinja.is_file() else tok_config.get("chat_template")
-    eos = json.loads((path / "config.json").read_text()).get("eos_token_id")
-    eos = tokenizer.token_to_id(tok_config["eos_token"]) if isinstance(tok_config.get("eos_token"), str) else eos
-    if not isinstance(eos, int):
-        raise ArgumentError(f"{path}: no end-of-sequence token in config.json or tokenizer_config.json")
-    return Pretrained(model, tokenizer, template, eos, str(path))
+    return path
 
-
+# %% ../notebooks/08c_chat.ipynb #g040s6
 def chat(p: Pretrained, messages: list[dict], max_new_tokens: int = 128, greedy: bool = True, **kwargs) -> str:
     """The assistant's reply to `messages` (a list of {"role", "content"} dicts), decoded without special tokens.
     Greedy by default, so the reply is reproducible; other keyword arguments go to `generate` (sampling)."""

@@ -26,7 +26,7 @@ import torch
 from tokenizers import Tokenizer
 
 from .batches import TokenizedData
-from .hf import describe_non_finite, non_finite_tensors  # section 5.2
+from .hf import describe_non_finite, non_finite_tensors  # section 5.4
 from .model import Llama, LlamaConfig
 from .optim import EMA
 from .tokenizer import load_tokenizer
@@ -40,7 +40,7 @@ BEST_FILE = "BEST"  # names the checkpoint with the lowest validation loss, when
 class CheckpointError(LlamaNBError, RuntimeError):
     "A checkpoint is missing, incomplete, corrupt or does not match the model. The message says what to do."
 
-
+# %% ../notebooks/06d_checkpoints.ipynb #c031s2
 def capture_rng_state(data_generator: torch.Generator | None = None) -> dict:
     "Every random number generator training touches, as tensors, ints, floats and lists (safe to load)."
     version, mt_state, gauss_next = random.getstate()
@@ -114,7 +114,7 @@ def data_fingerprint(data: TokenizedData) -> str:
             h.update(ids.numpy().astype("<i8").tobytes())
     return h.hexdigest()[:16]
 
-
+# %% ../notebooks/06d_checkpoints.ipynb #c032s2
 def save_checkpoint(
     out_dir: str | os.PathLike,
     model: Llama,
@@ -233,7 +233,7 @@ def find_checkpoint(path: str | os.PathLike, best: bool = False) -> Path:
         )
     return path / name
 
-
+# %% ../notebooks/06d_checkpoints.ipynb #c033s2
 def read_checkpoint(path: str | os.PathLike, best: bool = False) -> tuple[Path, dict]:
     "The checkpoint directory and its state (state.pt, loaded with weights_only=True), checked for completeness."
     ckpt = find_checkpoint(path, best)
@@ -263,7 +263,7 @@ def read_checkpoint(path: str | os.PathLike, best: bool = False) -> tuple[Path, 
         )
     return ckpt, state
 
-
+# %% ../notebooks/06d_checkpoints.ipynb #c033s4
 def load_checkpoint(
     path: str | os.PathLike,
     model: Llama,
@@ -335,7 +335,7 @@ def load_checkpoint(
         restore_rng_state(state["rng"], data_generator)
     return state
 
-
+# %% ../notebooks/06d_checkpoints.ipynb #c033s6
 def load_model_from_checkpoint(
     path: str | os.PathLike, device: torch.device | str = "cpu", best: bool = False, averaged: bool = True
 ) -> tuple[Llama, Tokenizer | None, dict]:

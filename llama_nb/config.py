@@ -17,7 +17,7 @@ from .optim import OPTIMIZERS
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # autocast dtypes; Chapter 7 explains the two half formats
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
-
+# %% ../notebooks/06e_training_config.ipynb #s003s2
 @dataclass
 class TrainConfig:
     "Everything about a training run except the model's shape (`LlamaConfig`). Validated on creation."
@@ -76,37 +76,7 @@ class TrainConfig:
     )
 
     def __post_init__(self):
-        for name in ("batch_size", "seq_len", "grad_accum_steps", "max_steps", "eval_batch_size", "log_interval"):
-            check_int(name, getattr(self, name), 1, owner="TrainConfig")
-        for name in ("warmup_steps", "eval_interval", "sample_tokens", "patience"):
-            check_int(name, getattr(self, name), 0, owner="TrainConfig")
-        check_int("seed", self.seed, 0, MAX_SEED, owner="TrainConfig")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):  # finite: rejects NaN and inf
-            check_number(name, getattr(self, name), 0, owner="TrainConfig")
-        if self.lr <= 0 or self.min_lr > self.lr:
-            raise ArgumentError(
-                f"TrainConfig: need 0 <= min_lr <= lr and lr > 0, got lr={self.lr!r}, min_lr={self.min_lr!r}."
-            )
-        if self.warmup_steps > self.max_steps:
-            raise ArgumentError(
-                f"TrainConfig: warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})."
-            )
-        for name in ("beta1", "beta2", "ema_decay", "bpe_dropout"):
-            check_number(name, getattr(self, name), 0, 1, high_open=True, owner="TrainConfig")
-        if not isinstance(self.sample_prompt, str) or (self.sample_tokens and not self.sample_prompt):
-            raise ArgumentError(
-                f"TrainConfig: sample_prompt must be a non-empty string when sample_tokens > 0 "
-                f"(the model needs context to continue), got {self.sample_prompt!r}."
-            )
-        for f in fields(self):
-            if "choices" in f.metadata:
-                check_choice(f.name, getattr(self, f.name), f.metadata["choices"], owner="TrainConfig")
-        for name in ("compile", "keep_best"):
-            check_choice(name, getattr(self, name), (False, True), owner="TrainConfig")
-        if self.patience and not self.eval_interval:
-            raise ArgumentError("TrainConfig: patience counts evaluations, so it needs eval_interval > 0.")
-        if self.time_budget_s is not None:
-            check_number("time_budget_s", self.time_budget_s, 0, low_open=True, owner="TrainConfig")
+        _check_train_config(self)  # below
 
     @property
     def tokens_per_step(self) -> int:
@@ -120,6 +90,37 @@ class TrainConfig:
         if unknown := sorted(set(d) - {f.name for f in fields(cls)}):
             raise ArgumentError(f"TrainConfig.from_dict: unknown keys {unknown}.")
         return cls(**d)
+
+# %% ../notebooks/06e_training_config.ipynb #s003chk
+def _check_train_config(tc: TrainConfig) -> None:
+    "Refuse any field of a TrainConfig that cannot make a run, with the field's name."
+    for name in ("batch_size", "seq_len", "grad_accum_steps", "max_steps", "eval_batch_size", "log_interval"):
+        check_int(name, getattr(tc, name), 1, owner="TrainConfig")
+    for name in ("warmup_steps", "eval_interval", "sample_tokens", "patience"):
+        check_int(name, getattr(tc, name), 0, owner="TrainConfig")
+    check_int("seed", tc.seed, 0, MAX_SEED, owner="TrainConfig")
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip"):  # finite: rejects NaN and inf
+        check_number(name, getattr(tc, name), 0, owner="TrainConfig")
+    if tc.lr <= 0 or tc.min_lr > tc.lr:
+        raise ArgumentError(f"TrainConfig: need 0 <= min_lr <= lr and lr > 0, got lr={tc.lr!r}, min_lr={tc.min_lr!r}.")
+    if tc.warmup_steps > tc.max_steps:
+        raise ArgumentError(f"TrainConfig: warmup_steps ({tc.warmup_steps}) exceeds max_steps ({tc.max_steps}).")
+    for name in ("beta1", "beta2", "ema_decay", "bpe_dropout"):
+        check_number(name, getattr(tc, name), 0, 1, high_open=True, owner="TrainConfig")
+    if not isinstance(tc.sample_prompt, str) or (tc.sample_tokens and not tc.sample_prompt):
+        raise ArgumentError(
+            f"TrainConfig: sample_prompt must be a non-empty string when sample_tokens > 0 "
+            f"(the model needs context to continue), got {tc.sample_prompt!r}."
+        )
+    for f in fields(tc):
+        if "choices" in f.metadata:
+            check_choice(f.name, getattr(tc, f.name), f.metadata["choices"], owner="TrainConfig")
+    for name in ("compile", "keep_best"):
+        check_choice(name, getattr(tc, name), (False, True), owner="TrainConfig")
+    if tc.patience and not tc.eval_interval:
+        raise ArgumentError("TrainConfig: patience counts evaluations, so it needs eval_interval > 0.")
+    if tc.time_budget_s is not None:
+        check_number("time_budget_s", tc.time_budget_s, 0, low_open=True, owner="TrainConfig")
 
 # %% ../notebooks/06e_training_config.ipynb #s005
 # Fields that may change when a run is resumed (marked resumable); any other difference would silently change the run.
@@ -227,6 +228,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         ),
     },
 }
+
+# %% ../notebooks/06e_training_config.ipynb #s008s2
 MODEL_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "dropout")  # what a preset user may change
 
 

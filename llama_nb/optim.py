@@ -186,7 +186,7 @@ def muon_groups(model: nn.Module) -> tuple[list[str], list[str]]:
             (hidden if name.startswith("layers.") and p.dim() == 2 else rest).append(name)
     return hidden, rest
 
-
+# %% ../notebooks/06b_optimizer.ipynb #u002s2
 class MuonAdamW:
     """torch.optim.Muon for the hidden matrices and AdamW for the rest, used as one optimizer: `param_groups` lists
     both optimizers' groups (so setting a learning rate reaches every parameter), `step` and `zero_grad` call both,
@@ -219,7 +219,7 @@ class MuonAdamW:
         self.muon.load_state_dict(state["muon"])
         self.adamw.load_state_dict(state["adamw"])
 
-
+# %% ../notebooks/06b_optimizer.ipynb #u002s4
 def configure_muon(
     model: nn.Module,
     lr: float,

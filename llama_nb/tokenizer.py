@@ -23,7 +23,7 @@ def _merge_pair(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, .
             i += 1
     return tuple(out)
 
-
+# %% ../notebooks/01_tokenizer.ipynb #c003s2
 def toy_bpe(text: str, n_merges: int) -> list[tuple[tuple[str, str], int]]:
     "Learn up to `n_merges` BPE merges on the space-separated words of `text`; returns (pair, count) per merge."
     if n_merges < 0:
@@ -64,7 +64,7 @@ DEFAULT_VOCAB_SIZE = 2048  # chosen in Chapter 1 by measurement on the validatio
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # every byte plus the special tokens
 MAX_VOCAB_SIZE = 2**20  # four times the largest vocabularies in use; the trainer itself aborts far above
 
-
+# %% ../notebooks/01_tokenizer.ipynb #c011s2
 def train_tokenizer(
     text: str | Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, min_frequency: int = 2
 ) -> Tokenizer:
@@ -163,7 +163,7 @@ def _skips(rng: np.random.Generator, p: float, block: int = 1 << 16) -> Iterator
     while True:
         yield from (rng.random(block) < p).tolist()
 
-
+# %% ../notebooks/01_tokenizer.ipynb #d002s2
 def _merge_word(symbols: list[int], ranks: dict, merged: list[int], skip: Callable[[], bool]) -> list[int]:
     """BPE-dropout on one word's ids (merged in place): at each step examine the candidate merges by rank (leftmost
     first among equals), skip each while `skip()` says so, apply the first that survives; stop when none does."""
@@ -180,7 +180,7 @@ def _merge_word(symbols: list[int], ranks: dict, merged: list[int], skip: Callab
             break  # every candidate was skipped, or there was none: the word is done
     return symbols
 
-
+# %% ../notebooks/01_tokenizer.ipynb #d002s4
 def encode_with_bpe_dropout(tokenizer: Tokenizer, text: str, dropout: float, seed: int) -> list[int]:
     """Token ids of `text` (no special tokens added) with BPE-dropout: at each merge step every applicable merge is
     skipped with probability `dropout`, and the best-ranked survivor is applied. `dropout=0` gives exactly

@@ -29,7 +29,7 @@ from .gpu import env_rank, train_fast
 from .model import LlamaConfig, count_parameters
 from .tokenizer import load_tokenizer
 
-
+# %% ../notebooks/07b_command_line.ipynb #k011s1
 def flag_name(f: dataclasses.Field) -> str:
     "The command-line flag of a config field: its metadata's `flag`, or --the-field-name."
     return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
@@ -96,7 +96,7 @@ def resolve_configs(args: argparse.Namespace) -> tuple[LlamaConfig, TrainConfig]
     given = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
     return preset_configs(args.preset or "cpu", **given)
 
-
+# %% ../notebooks/07b_command_line.ipynb #k011cs1
 def _resume_configs(args: argparse.Namespace, state: dict, ckpt: Path) -> tuple[LlamaConfig, TrainConfig]:
     config, saved = LlamaConfig.from_dict(state["model_config"]), state["train_config"]
     given = {k: getattr(args, k) for k in _CONFIG_FIELDS if getattr(args, k) is not None}
@@ -123,7 +123,7 @@ def _resume_configs(args: argparse.Namespace, state: dict, ckpt: Path) -> tuple[
         )
     return config, tc
 
-
+# %% ../notebooks/07b_command_line.ipynb #k011cs2
 def read_text_file(path: str | Path) -> str:
     "The text of a --data file, with a clear DataError when it is missing, not UTF-8 or empty."
     path = Path(path)

@@ -43,7 +43,7 @@ from urllib.parse import unquote, urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HTML = ROOT / "book" / "_build" / "html"
 DEFAULT_OUT = ROOT / "book" / "_build" / "book-check"
-DEFAULT_SCREENSHOTS = ("book/intro.html", "notebooks/04_swiglu.html", "notebooks/05_attention_and_block.html")
+DEFAULT_SCREENSHOTS = ("book/intro.html", "notebooks/04_swiglu.html", "notebooks/05c_model.html")
 BROWSERS = (
     "/usr/bin/chromium",
     "/usr/bin/chromium-browser",

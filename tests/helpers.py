@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from llama_nb.hf import randomise  # the book's own checker (Chapter 5.2), so notebooks and tests cannot drift
+from llama_nb.hf import randomise  # the book's own checker (Chapter 5.4), so notebooks and tests cannot drift
 from llama_nb.model import Llama, LlamaConfig
 
 __all__ = [

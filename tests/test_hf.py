@@ -1,4 +1,4 @@
-"""llama_nb.hf (Chapter 5.2): Hugging Face's format, and llama_nb's Llama is Hugging Face's Llama.
+"""llama_nb.hf (Chapter 5.4): Hugging Face's format, and llama_nb's Llama is Hugging Face's Llama.
 
 Saving and loading a directory (config.json, model.safetensors), the state-dict and config mappings with their
 errors; then transformers itself: the same weights give the same logits, caches and generations. transformers is

@@ -1,5 +1,5 @@
-"""Tests for llama_nb.model (Chapter 5): attention, config, the whole model, KV cache. Saving and loading in Hugging
-Face's format (llama_nb.hf) is tested in test_hf.py."""
+"""Tests for Chapter 5: llama_nb.attention (5.1), llama_nb.kv_cache (5.2) and llama_nb.model (5.3). Saving and
+loading in Hugging Face's format (llama_nb.hf, 5.4) is tested in test_hf.py."""
 
 import json
 import math
@@ -11,18 +11,10 @@ from helpers import SMALL, randomise, run_python, small_model
 from torch.testing import assert_close
 
 from llama_nb import model as llama_model
+from llama_nb.attention import causal_attention, causal_mask, naive_causal_attention, repeat_kv
 from llama_nb.core import ArgumentError
-from llama_nb.model import (
-    KVCache,
-    Llama,
-    LlamaConfig,
-    causal_attention,
-    causal_mask,
-    count_parameters,
-    naive_causal_attention,
-    parameter_breakdown,
-    repeat_kv,
-)
+from llama_nb.kv_cache import KVCache
+from llama_nb.model import Llama, LlamaConfig, count_parameters, parameter_breakdown
 from llama_nb.rope import apply_rotary
 from llama_nb.testing import is_causal_model
 

@@ -218,7 +218,7 @@ def _shapes() -> dict:
 
 def _gqa() -> dict:
     "For MHA, GQA and MQA with 8 query heads: (n_heads, n_kv_heads, the key/value head each query head reads)."
-    from llama_nb.model import repeat_kv
+    from llama_nb.attention import repeat_kv
 
     def kv_head_of_query(n_heads: int, n_kv_heads: int) -> list[int]:  # as repeat_kv lays the heads out
         heads = torch.arange(n_kv_heads, dtype=torch.float32).view(1, n_kv_heads, 1, 1)
