@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         config, tc = resolve_configs(args)
     except ValueError as e:
         parser.error(str(e))
+    preset = args.preset or "cpu"  # resolve_configs' default
     if not 1 <= args.baseline_iters <= NANOGPT_CPU.max_iters:
         parser.error(f"--baseline-iters must be in [1, {NANOGPT_CPU.max_iters}], got {args.baseline_iters}.")
     if args.fixed_budget_s is not None and not args.fixed_budget_s > 0:
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     tc = replace(tc, max_steps=1_000_000, eval_interval=0, sample_tokens=0, time_budget_s=budget)
     data = prepare_data(text, config.vocab_size)
     source = "the anchor's time" if args.fixed_budget_s is None else "a FIXED budget"
-    print(f"ours: preset {args.preset}, {budget:.1f} s of training steps ({source})...", flush=True)
+    print(f"ours: preset {preset}, {budget:.1f} s of training steps ({source})...", flush=True)
     ours_meter = CpuMeter(threads)
     with ours_meter:
         result = train(config, tc, data, progress=False, log=lambda message: None)
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "nats/char",
         [base_meter, ours_meter],
         ours=round(ours_nats, 4),
-        ours_label=f"llama_nb `{args.preset}` preset, {result.steps} steps",
+        ours_label=f"llama_nb `{preset}` preset, {result.steps} steps",
         **reference,
         sections={
             "anchor": {"train_s": round(base.train_seconds, 1), **base_meter.record()},
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         ours = {
-            "preset": args.preset,
+            "preset": preset,
             **config.to_dict(),
             "seq_len": tc.seq_len,
             "batch_size": tc.batch_size,

@@ -200,10 +200,18 @@ PRESETS: dict[str, dict[str, dict]] = {
             sample_tokens=16,
         ),
     },
-    "cpu": {  # Chapter 6's run: a few minutes on 2 CPU cores
+    "cpu": {  # Chapter 6's run: about 2.5 minutes of training on 2 CPU cores. Muon, because it beat AdamW in the
+        # same 150 s there (benchmarks/bench_optimizer.py, results in benchmarks/README.md)
         "model": dict(vocab_size=1024, dim=128, n_layers=4, n_heads=4),
         "train": dict(
-            batch_size=16, seq_len=128, max_steps=1000, lr=2e-3, min_lr=2e-4, warmup_steps=10, eval_interval=250
+            batch_size=16,
+            seq_len=128,
+            max_steps=950,
+            lr=4e-3,
+            min_lr=4e-5,
+            warmup_steps=10,
+            eval_interval=250,
+            optimizer="muon",
         ),
     },
     "gpu": {  # the size of nanoGPT's GPU Shakespeare model, for one GPU. The cosine ends where earlier H200 runs at

@@ -224,6 +224,28 @@ from .loop import Runtime, TrainResult, train
 from .optim import MuonAdamW, build_optimizer
 
 
+def _seed_rank_dropout(info: DistInfo, step: int, seed: int, saved: dict | None) -> None:
+    "Each rank its own dropout masks: on resume every rank continues its saved stream, else the ranks are seeded apart."
+    states = (saved or {}).get("rank_rng")
+    if states is not None and len(states) == info.world_size:  # a resumed run continues every rank's stream
+        torch.set_rng_state(states[info.rank]["torch"])
+        if info.device.type == "cuda" and states[info.rank]["cuda"] is not None:
+            torch.cuda.set_rng_state(states[info.rank]["cuda"], info.device)
+    else:  # distinct per rank (and per start step, when resumed on another number of processes)
+        torch.manual_seed(seed + 1 + info.rank + info.world_size * step)
+
+
+def _gather_rank_rng(info: DistInfo) -> list[dict]:
+    "Every rank's random state (its dropout masks), gathered on all ranks for the checkpoint."
+    mine = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(info.device) if info.device.type == "cuda" else None,
+    }
+    everyone = [None] * info.world_size
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+# %% ../notebooks/07_gpu_training.ipynb #k004cls
 @dataclass
 class GPURuntime(Runtime):
     """Chapter 6's Runtime, extended: mixed precision (`amp_dtype`, with a GradScaler for float16), TF32 and fused
@@ -253,13 +275,7 @@ class GPURuntime(Runtime):
 
     def prepare(self, model: torch.nn.Module, step: int, seed: int, saved: dict | None = None) -> torch.nn.Module:
         if self.world_size > 1:  # each rank its own dropout masks
-            states = (saved or {}).get("rank_rng")
-            if states is not None and len(states) == self.world_size:  # a resumed run continues every rank's stream
-                torch.set_rng_state(states[self.rank]["torch"])
-                if self.device.type == "cuda" and states[self.rank]["cuda"] is not None:
-                    torch.cuda.set_rng_state(states[self.rank]["cuda"], self.device)
-            else:  # distinct per rank (and per start step, when resumed on another number of processes)
-                torch.manual_seed(seed + 1 + self.rank + self.world_size * step)
+            _seed_rank_dropout(self.info, step, seed, saved)
         if self.device.type == "cuda":
             enable_tf32()
         compiled = torch.compile(model, mode=self.compile_mode) if self.compile else model
@@ -267,15 +283,7 @@ class GPURuntime(Runtime):
 
     def extra_state(self) -> dict:
         "Every rank's random state (its dropout masks), gathered on all ranks, so that a resume is exact."
-        if self.world_size == 1:
-            return {}
-        mine = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-        }
-        everyone = [None] * self.world_size
-        dist.all_gather_object(everyone, mine)
-        return {"rank_rng": everyone}
+        return {} if self.world_size == 1 else {"rank_rng": _gather_rank_rng(self.info)}
 
     def batch_rows(self, batch_size: int) -> slice:
         return rank_slice(batch_size, self.rank, self.world_size)  # this rank's rows of every global batch

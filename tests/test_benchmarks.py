@@ -338,3 +338,21 @@ def test_run_notebook_stopped_by_a_deadline_keeps_the_cells_it_finished(tmp_path
     with pytest.raises(subprocess.TimeoutExpired):  # the session's deadline kills the runner mid-cell
         run_python(str(BENCH / "run_notebook.py"), str(tmp_path / "t.ipynb"), "--out", str(tmp_path), timeout=20)
     assert nbformat.read(tmp_path / "t.ipynb", as_version=4).cells[0].outputs[0]["text"] == "42\n"
+
+
+# --- the optimizer benchmark ----------------------------------------------------------------------------------------
+
+
+def test_optimizer_benchmark_alternates_and_reports_muon_minus_adamw(tmp_path, corpus_file):
+    import bench_optimizer
+
+    out = tmp_path / "optimizer.json"
+    argv = ["--preset", "tiny", "--data", str(corpus_file), "--budget", "0.5", "--rounds", "2", "--threads", "1"]
+    assert bench_optimizer.main([*argv, "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())["figures"][0]
+    runs = fig["runs"]
+    assert len(runs["adamw"]) == len(runs["muon"]) == 2 and fig["signed"] is True
+    assert fig["adamw"] == (runs["adamw"][0]["val_nats_per_char"] + runs["adamw"][1]["val_nats_per_char"]) / 2
+    value = fig["value"] if fig["refused"] is None else fig["discarded_value"]  # a busy test machine withholds it
+    assert value == round(fig["muon"] - fig["adamw"], 4)
+    assert all(r["train_s"] >= 0.5 and r["steps"] >= 1 for rows in runs.values() for r in rows)  # the budget, in time
