@@ -26,7 +26,7 @@ from machine import DEFAULT_THREADS, CpuMeter, check_threads, figure, load_avera
 from llama_nb.batches import prepare_data
 from llama_nb.data import load_tinyshakespeare
 from llama_nb.loop import train
-from llama_nb.train_cli import build_train_parser, resolve_configs
+from llama_nb.train_cli import DEFAULT_PRESET, build_train_parser, resolve_configs
 
 
 def build_parser():
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     if not args.budget > 0 or not args.adamw_lr > 0 or not args.muon_lr > 0 or args.rounds < 1:
         parser.error("--budget, --adamw-lr and --muon-lr must be > 0, and --rounds at least 1.")
-    preset = args.preset or "cpu"
+    preset = args.preset or DEFAULT_PRESET
     torch.set_num_threads(threads)
     text = load_tinyshakespeare() if args.data is None else open(args.data, encoding="utf-8").read()
     data = prepare_data(text, config.vocab_size)

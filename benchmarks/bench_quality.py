@@ -28,7 +28,7 @@ from machine import DEFAULT_THREADS, CpuMeter, busy_reason, check_threads, figur
 from llama_nb.batches import prepare_data
 from llama_nb.data import load_tinyshakespeare
 from llama_nb.loop import train
-from llama_nb.train_cli import build_train_parser, resolve_configs
+from llama_nb.train_cli import DEFAULT_PRESET, build_train_parser, resolve_configs
 
 BASELINE_TOLERANCE = 0.05  # the full recipe should land within this of nanoGPT's reported 1.88 nats/char
 EARLY_CHECK = 200  # from this many anchor steps on, every 100 steps: stop if the machine is already busy
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         config, tc = resolve_configs(args)
     except ValueError as e:
         parser.error(str(e))
-    preset = args.preset or "cpu"  # resolve_configs' default
+    preset = args.preset or DEFAULT_PRESET
     if not 1 <= args.baseline_iters <= NANOGPT_CPU.max_iters:
         parser.error(f"--baseline-iters must be in [1, {NANOGPT_CPU.max_iters}], got {args.baseline_iters}.")
     if args.fixed_budget_s is not None and not args.fixed_budget_s > 0:
